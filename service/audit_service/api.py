@@ -1,0 +1,459 @@
+"""The HTTP API (DESIGN.md section 3, "HTTP contract")."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+import asyncpg
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+from nats.errors import Error as NatsError
+from pydantic import AwareDatetime
+
+from . import broker, chain, config, db, jsonlog, metrics, store
+from .cache import Cache
+from .models import (
+    Accepted,
+    BatchAccepted,
+    BatchIn,
+    ComponentHealth,
+    EventIn,
+    EventOut,
+    EventPage,
+    HealthOut,
+    VerifyOut,
+    dumps,
+)
+
+log = logging.getLogger("audit_service.api")
+
+CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+KEY_CACHE_SECONDS = 30.0
+KEY_CACHE_MAX = 10_000
+PROBE_TIMEOUT = 2.0
+
+# Failures of a dependency: the request may be retried, so they answer 503, never 500.
+DB_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+class State:
+    """Everything the routes share; one per process."""
+
+    def __init__(self, settings: config.Settings):
+        self.settings = settings
+        self.pool: asyncpg.Pool | None = None
+        self.cache = Cache(settings)
+        self.nc: Any = None
+        self.js: Any = None
+        self.keys: dict[str, tuple[uuid.UUID | None, float]] = {}
+        self.admin_hash = store.hash_key(settings.admin_api_key) if settings.admin_api_key else None
+        self._nats_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        # min_size=0: the API starts (and reports unhealthy) while PostgreSQL is down.
+        self.pool = await db.create_pool(self.settings, "audit-api", min_size=0)
+        self._nats_task = asyncio.create_task(self._connect_nats())
+
+    async def _connect_nats(self) -> None:
+        """Connect, then make sure the stream exists; retried until it works."""
+        delay = 0.5
+        while True:
+            try:
+                if self.nc is None:
+                    self.nc, self.js = await broker.connect(self.settings, "audit-api")
+                await broker.ensure_stream(self.js, self.settings)
+                log.info("nats ready", extra={"stream": self.settings.stream_name})
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure is retried
+                log.warning("nats not ready", extra={"error": str(exc) or type(exc).__name__})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def stop(self) -> None:
+        if self._nats_task:
+            self._nats_task.cancel()
+        if self.nc is not None:
+            await self.nc.drain()
+        if self.pool is not None:
+            await self.pool.close()
+        await self.cache.close()
+
+    async def tenant_for_key(self, key: str) -> uuid.UUID | None:
+        digest = store.hash_key(key)
+        hit = self.keys.get(digest)
+        now = time.monotonic()
+        if hit and hit[1] > now:
+            return hit[0]
+        tenant = await self.pool.fetchval(
+            "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", digest
+        )
+        if len(self.keys) >= KEY_CACHE_MAX:
+            self.keys.clear()
+        # Unknown keys are remembered briefly too, so a flood of bad keys does not reach the DB.
+        self.keys[digest] = (tenant, now + (KEY_CACHE_SECONDS if tenant else 5.0))
+        return tenant
+
+
+def _state(request: Request) -> State:
+    return request.app.state.audit
+
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Tenant or admin API key")
+
+
+async def caller_tenant(
+    request: Request,
+    api_key: Annotated[str | None, Depends(api_key_header)],
+    tenant_id: Annotated[uuid.UUID | None, Query(description="Tenant to act for (admin key only)")] = None,
+) -> uuid.UUID:
+    st = _state(request)
+    if not api_key:
+        raise HTTPException(401, "missing X-API-Key header", headers={"WWW-Authenticate": "ApiKey"})
+    if st.admin_hash and hmac.compare_digest(store.hash_key(api_key), st.admin_hash):
+        if tenant_id is None:
+            raise HTTPException(422, "the admin key must name tenant_id")
+        if not await store.tenant_exists(st.pool, tenant_id):
+            raise HTTPException(404, "tenant not found")
+        return tenant_id
+    tenant = await st.tenant_for_key(api_key)
+    if tenant is None:
+        raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "ApiKey"})
+    if tenant_id is not None and tenant_id != tenant:
+        raise HTTPException(403, "this key belongs to another tenant")
+    return tenant
+
+
+Tenant = Annotated[uuid.UUID, Depends(caller_tenant)]
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(dumps(body), status_code=status, media_type="application/json")
+
+
+# --- ingest -----------------------------------------------------------------------------------
+
+
+async def _accept(request: Request, tenant_id: uuid.UUID, events: list[EventIn]) -> list[uuid.UUID]:
+    st = _state(request)
+    retry_after = await st.cache.take(tenant_id, len(events))
+    if retry_after is not None:
+        metrics.events_rejected.labels("rate_limited").inc(len(events))
+        raise HTTPException(
+            429, "ingest rate limit reached for this tenant", headers={"Retry-After": str(retry_after)}
+        )
+    if st.js is None or st.nc is None or not st.nc.is_connected:
+        metrics.events_rejected.labels("queue_unavailable").inc(len(events))
+        raise HTTPException(503, "event queue unavailable; retry", headers={"Retry-After": "1"})
+    received_at = chain.utcnow()
+    docs = []
+    for e in events:
+        doc = e.model_dump()
+        doc["event_id"] = doc["event_id"] or uuid.uuid4()
+        doc["occurred_at"] = doc["occurred_at"] or received_at
+        docs.append(doc)
+    ids = [d["event_id"] for d in docs]
+    payload = dumps(
+        {
+            "v": broker.MESSAGE_VERSION,
+            "tenant_id": tenant_id,
+            "received_at": received_at,
+            "correlation_id": jsonlog.correlation_id.get(),
+            "events": docs,
+        }
+    )
+    try:
+        await broker.publish(st.js, st.nc, st.settings, tenant_id, payload, [str(i) for i in ids])
+    except broker.PayloadTooLarge as exc:
+        metrics.events_rejected.labels("too_large").inc(len(events))
+        raise HTTPException(413, str(exc)) from None
+    except (NatsError, TimeoutError, OSError) as exc:
+        metrics.events_rejected.labels("queue_unavailable").inc(len(events))
+        log.warning("publish failed", extra={"error": str(exc) or type(exc).__name__})
+        raise HTTPException(503, "event queue did not acknowledge; retry", headers={"Retry-After": "1"}) from None
+    metrics.events_accepted.inc(len(events))
+    return ids
+
+
+# --- app --------------------------------------------------------------------------------------
+
+
+def create_app(settings: config.Settings | None = None) -> FastAPI:
+    settings = settings or config.load()
+    jsonlog.setup(settings.log_level, "audit-api")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        st = State(settings)
+        app.state.audit = st
+        await st.start()
+        log.info("api started", extra={"settings": settings.safe_summary()})
+        try:
+            yield
+        finally:
+            await st.stop()
+
+    app = FastAPI(
+        title="Audit Log service",
+        version="1.0.0",
+        lifespan=lifespan,
+        max_body_size=settings.max_request_bytes,
+    )
+    app.add_middleware(RequestContext, timeout=settings.api_timeout)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = []
+        for err in exc.errors():
+            errors.append(
+                {
+                    "loc": list(err.get("loc", ())),
+                    "field": ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query")),
+                    "msg": err.get("msg"),
+                    "type": err.get("type"),
+                }
+            )
+        return _json({"detail": errors}, 422)
+
+    @app.exception_handler(asyncpg.PostgresError)
+    @app.exception_handler(OSError)
+    @app.exception_handler(TimeoutError)
+    @app.exception_handler(asyncpg.InterfaceError)
+    async def _unavailable(request: Request, exc: Exception) -> Response:
+        if not isinstance(exc, DB_UNAVAILABLE):
+            log.error("database error", extra={"error": str(exc), "error_type": type(exc).__name__})
+            return _json({"detail": "internal database error"}, 500)
+        log.warning("database unavailable", extra={"error": str(exc) or type(exc).__name__})
+        return JSONResponse({"detail": "database unavailable; retry"}, 503, headers={"Retry-After": "1"})
+
+    @app.post("/api/v1/audit/logs", status_code=202, response_model=Accepted, tags=["audit"])
+    async def ingest_one(request: Request, event: EventIn, tenant: Tenant) -> Response:
+        ids = await _accept(request, tenant, [event])
+        return _json({"id": ids[0], "status": "accepted"}, 202)
+
+    @app.post("/api/v1/audit/logs/batch", status_code=202, response_model=BatchAccepted, tags=["audit"])
+    async def ingest_batch(request: Request, batch: BatchIn, tenant: Tenant) -> Response:
+        ids = await _accept(request, tenant, batch.events)
+        return _json({"accepted": len(ids), "ids": ids}, 202)
+
+    @app.get("/api/v1/audit/logs", response_model=EventPage, tags=["audit"])
+    async def list_events(
+        request: Request,
+        tenant: Tenant,
+        actor: Annotated[str | None, Query(max_length=256)] = None,
+        action: Annotated[str | None, Query(max_length=256)] = None,
+        target: Annotated[str | None, Query(max_length=1024)] = None,
+        outcome: Literal["success", "failure", "unknown"] | None = None,
+        since: AwareDatetime | None = None,
+        until: AwareDatetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> Response:
+        st = _state(request)
+        for name, value in (("actor", actor), ("action", action), ("target", target)):
+            if value is not None and "\x00" in value:
+                raise HTTPException(422, f"{name} must not contain NUL characters")
+        before = None
+        if cursor is not None:
+            try:
+                before = store.decode_cursor(cursor)
+            except ValueError as exc:
+                raise HTTPException(422, f"cursor: {exc}") from None
+        params = {
+            "actor": actor, "action": action, "target": target, "outcome": outcome,
+            "since": since.isoformat() if since else None, "until": until.isoformat() if until else None,
+            "limit": limit, "cursor": before,
+        }
+        body, cache_key = await st.cache.get_query(tenant, params)
+        if body is not None:
+            return Response(body, media_type="application/json", headers={"X-Cache": "hit"})
+        items, next_seq = await store.query_events(
+            st.pool, tenant, actor=actor, action=action, target=target, outcome=outcome,
+            since=since, until=until, limit=limit, before_seq=before,
+        )
+        body = dumps(
+            {"items": items, "next_cursor": store.encode_cursor(next_seq) if next_seq else None}
+        )
+        if cache_key:
+            await st.cache.put_query(cache_key, body)
+        return Response(body, media_type="application/json", headers={"X-Cache": "miss"})
+
+    @app.get("/api/v1/audit/logs/{event_id}", response_model=EventOut, tags=["audit"],
+             responses={404: {"description": "No such event for this tenant"}})
+    async def get_event(request: Request, event_id: uuid.UUID, tenant: Tenant) -> Response:
+        event = await store.get_event(_state(request).pool, tenant, event_id)
+        if event is None:
+            raise HTTPException(404, "event not found")
+        return _json(event)
+
+    @app.get("/api/v1/audit/verify", response_model=VerifyOut, tags=["audit"])
+    async def verify(
+        request: Request, tenant: Tenant, since: AwareDatetime | None = None, until: AwareDatetime | None = None
+    ) -> Response:
+        result = await store.verify(_state(request).pool, tenant, since, until)
+        return _json(result.as_dict())
+
+    @app.get("/health", tags=["health"])
+    async def liveness() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/api/v1/metrics/health", response_model=HealthOut, tags=["health"],
+             responses={503: {"description": "Unhealthy", "model": HealthOut}})
+    async def health(request: Request) -> Response:
+        st = _state(request)
+        components = await probe_components(st)
+        status = overall_status(components)
+        return _json({"status": status, "components": components}, 503 if status == "unhealthy" else 200)
+
+    @app.get("/api/v1/metrics/stats", tags=["health"])
+    async def stats(request: Request) -> Response:
+        st = _state(request)
+        out: dict[str, Any] = {"database": db.pool_stats(st.pool, settings.database_pool_size)}
+        out["cache"] = await st.cache.stats()
+        try:
+            if st.js is None:
+                raise RuntimeError("not connected")
+            out["queue"] = await asyncio.wait_for(broker.queue_stats(st.js, settings), PROBE_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            out["queue"] = {"stream": settings.stream_name, "error": str(exc) or type(exc).__name__}
+        return _json(out)
+
+    @app.get("/api/v1/metrics", tags=["health"], response_class=Response)
+    async def prometheus(request: Request) -> Response:
+        await refresh_gauges(_state(request))
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    return app
+
+
+async def _timed(coro: Any) -> dict[str, Any]:
+    start = time.perf_counter()
+    try:
+        await asyncio.wait_for(coro, PROBE_TIMEOUT)
+        return {"status": "healthy", "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
+    except Exception as exc:  # noqa: BLE001 - a failed probe is a finding, not an error
+        return {
+            "status": "unhealthy",
+            "latency_ms": round((time.perf_counter() - start) * 1000, 2),
+            "error": str(exc) or type(exc).__name__,
+        }
+
+
+async def _nats_probe(st: State) -> None:
+    if st.nc is None or not st.nc.is_connected:
+        raise ConnectionError("not connected")
+    await st.js.stream_info(st.settings.stream_name)
+
+
+async def probe_components(st: State) -> dict[str, Any]:
+    database, redis_, nats_ = await asyncio.gather(
+        _timed(st.pool.fetchval("SELECT 1")), _timed(st.cache.ping()), _timed(_nats_probe(st))
+    )
+    components = {"database": database, "redis": redis_, "nats": nats_}
+    for name, comp in components.items():
+        metrics.component_up.labels(name).set(1 if comp["status"] == "healthy" else 0)
+    return components
+
+
+def overall_status(components: dict[str, Any]) -> str:
+    # Without PostgreSQL nothing can be read, without NATS nothing can be written: unhealthy.
+    # Without Redis only the cache and the rate limit are lost: degraded.
+    if any(components[c]["status"] != "healthy" for c in ("database", "nats")):
+        return "unhealthy"
+    if components["redis"]["status"] != "healthy":
+        return "degraded"
+    return "healthy"
+
+
+async def refresh_gauges(st: State) -> None:
+    for state, value in db.pool_stats(st.pool, st.settings.database_pool_size).items():
+        metrics.db_pool.labels(state).set(value)
+    try:
+        q = await asyncio.wait_for(broker.queue_stats(st.js, st.settings), PROBE_TIMEOUT)
+        metrics.queue_messages.set(q["messages"])
+        if q.get("consumer_pending") is not None:
+            metrics.queue_pending.set(q["consumer_pending"])
+            metrics.queue_ack_pending.set(q["consumer_ack_pending"])
+    except Exception as exc:  # noqa: BLE001
+        log.debug("queue stats unavailable", extra={"error": str(exc)})
+    try:
+        heads = await asyncio.wait_for(store.chain_heads(st.pool), PROBE_TIMEOUT)
+        for h in heads:
+            metrics.chain_head_seq.labels(str(h["tenant_id"]), h["name"]).set(h["seq"])
+    except Exception as exc:  # noqa: BLE001
+        log.debug("chain heads unavailable", extra={"error": str(exc)})
+
+
+class RequestContext:
+    """Correlation id, the request log lines, metrics and API_TIMEOUT, as plain ASGI (cheap)."""
+
+    def __init__(self, app: Any, timeout: float):
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cid = None
+        for name, value in scope["headers"]:
+            if name == b"x-correlation-id":
+                text = value.decode("latin-1")
+                cid = text if CORRELATION_RE.match(text) else None
+                break
+        cid = cid or str(uuid.uuid4())
+        token = jsonlog.correlation_id.set(cid)
+        method, path = scope["method"], scope["path"]
+        log.info("Incoming request", extra={"method": method, "path": path})
+        start = time.perf_counter()
+        status = 500
+        started = False
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-correlation-id", cid.encode())]
+            await send(message)
+
+        try:
+            deadline = asyncio.timeout(self.timeout)
+            try:
+                async with deadline:
+                    await self.app(scope, receive, send_with_id)
+            except TimeoutError:
+                if not deadline.expired() or started:
+                    raise
+                body = dumps({"detail": f"request took longer than API_TIMEOUT={self.timeout}s"})
+                await send_with_id({"type": "http.response.start", "status": 504,
+                                    "headers": [(b"content-type", b"application/json")]})
+                await send_with_id({"type": "http.response.body", "body": body})
+        finally:
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            label = getattr(route, "path", "unmatched")
+            metrics.http_requests.labels(method, label, str(status)).inc()
+            metrics.http_latency.labels(method, label).observe(elapsed)
+            log.info(
+                "Request completed",
+                extra={"method": method, "path": path, "status": status, "duration_ms": round(elapsed * 1000, 2)},
+            )
+            jsonlog.correlation_id.reset(token)

@@ -1,0 +1,146 @@
+"""Redis: the per-tenant ingest rate limit and the optional query cache.
+
+Redis is an optimisation here, never a dependency of correctness: when it fails, the rate limit
+lets requests through, the cache is skipped, and after a failure Redis is left alone for a short
+while so that a dead server does not add its timeout to every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any
+
+import orjson
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+BACKOFF_SECONDS = 2.0
+RATE_WINDOW_SECONDS = 60
+
+
+class Cache:
+    def __init__(self, settings: Any):
+        self.settings = settings
+        self.client = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+            health_check_interval=0,
+        )
+        self._down_until = 0.0
+        self.hits = 0
+        self.misses = 0
+        self.errors = 0
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, exc: Exception, what: str) -> None:
+        self.errors += 1
+        self._down_until = time.monotonic() + BACKOFF_SECONDS
+        log.warning("redis unavailable", extra={"operation": what, "error": str(exc)})
+
+    async def ping(self) -> None:
+        await self.client.ping()
+        self._down_until = 0.0
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    # --- rate limit -------------------------------------------------------------------------
+
+    async def take(self, tenant_id: Any, count: int) -> int | None:
+        """Count `count` events against the tenant's minute window.
+
+        Returns None when allowed, else the seconds until the window resets (Retry-After).
+        """
+        limit = self.settings.rate_limit_per_minute
+        if limit == 0 or not self.available:
+            return None
+        now = time.time()
+        window = int(now // RATE_WINDOW_SECONDS)
+        key = f"audit:rate:{tenant_id}:{window}"
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.incrby(key, count)
+                pipe.expire(key, RATE_WINDOW_SECONDS * 2)
+                used, _ = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed(exc, "rate_limit")
+            return None
+        if used > limit:
+            # Give the tokens back so that a rejected request does not use up the next ones.
+            try:
+                await self.client.decrby(key, count)
+            except (RedisError, OSError) as exc:
+                self._failed(exc, "rate_limit")
+            return max(1, int((window + 1) * RATE_WINDOW_SECONDS - now + 0.999))
+        return None
+
+    # --- query cache ------------------------------------------------------------------------
+
+    async def _generation(self, tenant_id: Any) -> bytes:
+        return await self.client.get(f"audit:gen:{tenant_id}") or b"0"
+
+    def _key(self, tenant_id: Any, generation: bytes, params: dict[str, Any]) -> str:
+        digest = hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+        return f"audit:q:{tenant_id}:{generation.decode()}:{digest}"
+
+    async def get_query(self, tenant_id: Any, params: dict[str, Any]) -> tuple[bytes | None, str | None]:
+        """Returns (cached body or None, key to store under or None when not caching)."""
+        if not self.settings.cache_enabled or not self.available:
+            return None, None
+        try:
+            key = self._key(tenant_id, await self._generation(tenant_id), params)
+            body = await self.client.get(key)
+        except (RedisError, OSError) as exc:
+            self._failed(exc, "cache_get")
+            return None, None
+        if body is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return body, key
+
+    async def put_query(self, key: str, body: bytes) -> None:
+        try:
+            await self.client.set(key, body, ex=self.settings.cache_ttl)
+        except (RedisError, OSError) as exc:
+            self._failed(exc, "cache_put")
+
+    async def invalidate(self, tenant_ids: Any) -> None:
+        """Bump the tenants' generation: cached pages of theirs are never served again."""
+        if not self.available:
+            return
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for t in tenant_ids:
+                    pipe.incr(f"audit:gen:{t}")
+                    pipe.expire(f"audit:gen:{t}", 86400)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed(exc, "invalidate")
+
+    async def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "enabled": self.settings.cache_enabled,
+            "ttl_seconds": self.settings.cache_ttl,
+            "hits": self.hits,
+            "misses": self.misses,
+            "errors": self.errors,
+        }
+        try:
+            info = await self.client.info("memory")
+            out["used_memory_bytes"] = info.get("used_memory")
+            out["maxmemory_bytes"] = info.get("maxmemory")
+            out["keys"] = await self.client.dbsize()
+            out["available"] = True
+        except (RedisError, OSError) as exc:
+            out["available"] = False
+            out["error"] = type(exc).__name__
+        return out

@@ -1,0 +1,150 @@
+"""`audit-service`: the one console script (api, worker, migrate, tenants, keys, retention)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from . import config, db, store
+from .models import dumps
+
+
+def _connect(settings: config.Settings) -> Callable[[], Awaitable[asyncpg.Connection]]:
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(
+            settings.database_url,
+            server_settings={"application_name": "audit-cli", "TimeZone": "UTC"},
+            timeout=settings.api_timeout,
+        )
+
+    return connect
+
+
+def _run_db(settings: config.Settings, action: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+    async def go() -> Any:
+        conn = await _connect(settings)()
+        try:
+            return await action(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def cmd_api(settings: config.Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if settings.api_workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Several processes: metrics are merged from files in a private directory.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="audit-api-metrics-")
+    uvicorn.run(
+        "audit_service.api:create_app",
+        factory=True,
+        host=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        workers=settings.api_workers,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=max(5, int(settings.api_timeout)),
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+    )
+    return 0
+
+
+def cmd_worker(settings: config.Settings, args: argparse.Namespace) -> int:
+    from . import worker
+
+    worker.main(settings)
+    return 0
+
+
+def cmd_migrate(settings: config.Settings, args: argparse.Namespace) -> int:
+    applied = _run_db(settings, lambda c: db.migrate(c, settings.partition_months_ahead))
+    print(dumps({"applied": applied, "changed": bool(applied)}).decode())
+    return 0
+
+
+def cmd_create_tenant(settings: config.Settings, args: argparse.Namespace) -> int:
+    tenant_id = _run_db(settings, lambda c: store.create_tenant(c, args.name))
+    print(dumps({"tenant_id": tenant_id, "name": args.name.strip()}).decode())
+    return 0
+
+
+def cmd_create_api_key(settings: config.Settings, args: argparse.Namespace) -> int:
+    async def action(conn: asyncpg.Connection) -> tuple[Any, str]:
+        tenant = await store.find_tenant(conn, args.tenant)
+        if tenant is None:
+            raise LookupError(f"no tenant named or numbered {args.tenant!r}")
+        return tenant, await store.create_api_key(conn, tenant["id"])
+
+    tenant, key = _run_db(settings, action)
+    # The key is shown this once; only its hash is stored.
+    print(dumps({"tenant_id": tenant["id"], "tenant": tenant["name"], "api_key": key}).decode())
+    return 0
+
+
+def cmd_retention(settings: config.Settings, args: argparse.Namespace) -> int:
+    if args.days is not None and args.days < 1:
+        raise ValueError(f"--days must be at least 1 (got {args.days})")
+    days = args.days or settings.retention_days
+    report = _run_db(settings, lambda c: db.retention(c, days, dry_run=args.dry_run))
+    print(dumps(report).decode())
+    return 0
+
+
+def cmd_check_config(settings: config.Settings, args: argparse.Namespace) -> int:
+    print(dumps(settings.safe_summary()).decode())
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="audit-service", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.set_defaults(func=cmd_api)
+    sub.add_parser("worker", help="move events from JetStream into PostgreSQL").set_defaults(func=cmd_worker)
+    sub.add_parser("migrate", help="apply pending SQL migrations").set_defaults(func=cmd_migrate)
+    t = sub.add_parser("create-tenant", help="create a tenant")
+    t.add_argument("name")
+    t.set_defaults(func=cmd_create_tenant)
+    k = sub.add_parser("create-api-key", help="create an API key for a tenant (printed once)")
+    k.add_argument("tenant", help="tenant name or id")
+    k.set_defaults(func=cmd_create_api_key)
+    r = sub.add_parser("retention", help="remove events older than RETENTION_DAYS")
+    r.add_argument("--days", type=int, help="override RETENTION_DAYS")
+    r.add_argument("--dry-run", action="store_true", help="report what would be removed")
+    r.set_defaults(func=cmd_retention)
+    sub.add_parser("check-config", help="validate the environment and print it (secrets masked)").set_defaults(
+        func=cmd_check_config
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = config.load()
+        return args.func(settings, args)
+    except config.ConfigError as exc:
+        print(f"audit-service: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, LookupError) as exc:
+        print(f"audit-service: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"audit-service: database error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""PostgreSQL: the connection pool, versioned migrations, partitions and retention."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+# Arbitrary constants naming the advisory locks that serialise migrations and partition DDL
+# across every host that runs them.
+MIGRATION_LOCK = 0x4155_4449_5401
+PARTITION_LOCK = 0x4155_4449_5402
+
+PARTITION_RE = re.compile(r"^audit_logs_p(\d{4})_(\d{2})$")
+BOUND_RE = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
+
+
+async def create_pool(settings: Any, application_name: str, *, min_size: int = 1) -> asyncpg.Pool:
+    """A pool holding up to DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW connections."""
+    return await asyncpg.create_pool(
+        settings.database_url,
+        min_size=min(min_size, settings.database_pool_size),
+        max_size=settings.database_pool_size + settings.database_max_overflow,
+        command_timeout=settings.api_timeout,
+        max_inactive_connection_lifetime=60,
+        server_settings={"application_name": application_name, "TimeZone": "UTC"},
+    )
+
+
+def pool_stats(pool: asyncpg.Pool, pool_size: int) -> dict[str, int]:
+    open_ = pool.get_size()
+    idle = pool.get_idle_size()
+    checked_out = open_ - idle
+    return {
+        "pool_size": pool_size,
+        "max_size": pool.get_max_size(),
+        "open": open_,
+        "idle": idle,
+        "checked_out": checked_out,
+        "overflow": max(0, checked_out - pool_size),
+    }
+
+
+# --- migrations -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations() -> list[Migration]:
+    out = []
+    for entry in resources.files("audit_service").joinpath("migrations").iterdir():
+        m = re.match(r"^(\d{4})_(\w+)\.sql$", entry.name)
+        if m:
+            out.append(Migration(int(m.group(1)), m.group(2), entry.read_text()))
+    out.sort(key=lambda m: m.version)
+    versions = [m.version for m in out]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"duplicate migration versions: {versions}")
+    return out
+
+
+async def migrate(conn: asyncpg.Connection, months_ahead: int = 2) -> list[str]:
+    """Apply pending migrations; safe to run twice and from several hosts at once."""
+    applied_now: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version    integer PRIMARY KEY,
+                   name       text NOT NULL,
+                   checksum   text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {r["version"]: r for r in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")}
+        for mig in load_migrations():
+            if mig.version in done:
+                if done[mig.version]["checksum"] != mig.checksum:
+                    raise RuntimeError(
+                        f"migration {mig.version:04d}_{mig.name} was changed after it was applied "
+                        "(checksum differs); add a new migration instead"
+                    )
+                continue
+            async with conn.transaction():
+                await conn.execute(mig.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    mig.version,
+                    mig.name,
+                    mig.checksum,
+                )
+            applied_now.append(f"{mig.version:04d}_{mig.name}")
+            log.info("migration applied", extra={"migration": applied_now[-1]})
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+    await ensure_partitions(conn, datetime.now(UTC), months_ahead)
+    return applied_now
+
+
+# --- partitions -------------------------------------------------------------------------------
+
+
+def month_start(t: datetime) -> datetime:
+    return datetime(t.year, t.month, 1, tzinfo=UTC)
+
+
+def next_month(t: datetime) -> datetime:
+    return datetime(t.year + (t.month == 12), t.month % 12 + 1, 1, tzinfo=UTC)
+
+
+def partition_name(start: datetime) -> str:
+    return f"audit_logs_p{start.year:04d}_{start.month:02d}"
+
+
+async def ensure_partitions(
+    conn: asyncpg.Connection, first: datetime, months_ahead: int, *, last: datetime | None = None
+) -> list[str]:
+    """Create the monthly partitions from `first`'s month to `months_ahead` past now (or `last`)."""
+    start = month_start(first.astimezone(UTC))
+    end = month_start(datetime.now(UTC))
+    for _ in range(months_ahead):
+        end = next_month(end)
+    if last is not None:
+        end = max(end, month_start(last.astimezone(UTC)))
+    wanted = []
+    cursor = start
+    while cursor <= end:
+        wanted.append(cursor)
+        cursor = next_month(cursor)
+    existing = {r["relname"] for r in await partitions(conn)}
+    missing = [m for m in wanted if partition_name(m) not in existing]
+    created = []
+    if not missing:
+        return created
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
+        for m in missing:
+            name = partition_name(m)
+            # Identifiers come from partition_name (digits only), never from input.
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF audit_logs "  # noqa: S608
+                f"FOR VALUES FROM ('{m.isoformat()}') TO ('{next_month(m).isoformat()}')"
+            )
+            created.append(name)
+    if created:
+        log.info("partitions created", extra={"partitions": created})
+    return created
+
+
+async def partitions(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound
+             FROM pg_inherits i
+             JOIN pg_class c ON c.oid = i.inhrelid
+             JOIN pg_class p ON p.oid = i.inhparent
+            WHERE p.relname = 'audit_logs'
+            ORDER BY c.relname"""
+    )
+    out = []
+    for r in rows:
+        m = BOUND_RE.search(r["bound"] or "")
+        lower = upper = None
+        if m:
+            lower, upper = (_parse_bound(x) for x in m.groups())
+        out.append({"relname": r["relname"], "lower": lower, "upper": upper})
+    return out
+
+
+def _parse_bound(text: str) -> datetime:
+    # PostgreSQL prints e.g. '2026-11-01 00:00:00+00'
+    text = re.sub(r"([+-]\d{2})$", r"\1:00", text.strip())
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# --- retention --------------------------------------------------------------------------------
+
+
+async def retention(
+    conn: asyncpg.Connection, retention_days: int, *, dry_run: bool = False, now: datetime | None = None
+) -> dict[str, Any]:
+    """Remove events older than the retention window.
+
+    Partitions wholly older than the cut-off are dropped; in the boundary partition the older
+    rows are deleted. What goes is always a prefix of each tenant's chain (up to its newest event
+    older than the cut-off), and that last removed link is kept in chain_anchors so that
+    verification can still tell removal by retention from tampering.
+    """
+    now = now or datetime.now(UTC)
+    cutoff = now - timedelta(days=retention_days)
+    parts = await partitions(conn)
+    to_drop = [p for p in parts if p["upper"] is not None and p["upper"] <= cutoff]
+    report: dict[str, Any] = {
+        "cutoff": cutoff.isoformat(),
+        "retention_days": retention_days,
+        "dry_run": dry_run,
+        "dropped_partitions": [],
+        "deleted_rows": 0,
+        "removed_rows": 0,
+        "partitions": len(parts),
+    }
+    async with conn.transaction():
+        if not dry_run:
+            # Serialise with workers appending to chains: they lock chain_heads rows.
+            await conn.execute("LOCK TABLE chain_heads IN SHARE ROW EXCLUSIVE MODE")
+        anchors = await conn.fetch(
+            """SELECT DISTINCT ON (tenant_id) tenant_id, seq, hash
+                 FROM audit_logs WHERE created_at < $1
+                ORDER BY tenant_id, seq DESC""",
+            cutoff,
+        )
+        for p in to_drop:
+            rows = await conn.fetchval(f"SELECT count(*) FROM {p['relname']}")  # noqa: S608
+            report["dropped_partitions"].append({"name": p["relname"], "rows": rows})
+        dropped_rows = sum(p["rows"] for p in report["dropped_partitions"])
+        if dry_run:
+            deleted = await conn.fetchval(
+                """SELECT count(*) FROM audit_logs a
+                     JOIN (SELECT DISTINCT ON (tenant_id) tenant_id, seq FROM audit_logs
+                            WHERE created_at < $1 ORDER BY tenant_id, seq DESC) c
+                       ON a.tenant_id = c.tenant_id AND a.seq <= c.seq""",
+                cutoff,
+            )
+            report["deleted_rows"] = deleted - dropped_rows
+            report["removed_rows"] = deleted
+            return report
+        await conn.executemany(
+            """INSERT INTO chain_anchors (tenant_id, seq, hash) VALUES ($1, $2, $3)
+               ON CONFLICT (tenant_id) DO UPDATE
+                  SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, updated_at = now()
+                WHERE chain_anchors.seq < EXCLUDED.seq""",
+            [(a["tenant_id"], a["seq"], a["hash"]) for a in anchors],
+        )
+        for p in to_drop:
+            await conn.execute(f"DROP TABLE {p['relname']}")
+        status = await conn.execute(
+            """DELETE FROM audit_logs a USING chain_anchors c
+                WHERE a.tenant_id = c.tenant_id AND a.seq <= c.seq"""
+        )
+        report["deleted_rows"] = int(status.split()[-1])
+        report["removed_rows"] = dropped_rows + report["deleted_rows"]
+        await conn.execute(
+            "INSERT INTO retention_runs (cutoff, dropped_partitions, deleted_rows) VALUES ($1, $2, $3)",
+            cutoff,
+            [p["name"] for p in report["dropped_partitions"]],
+            report["removed_rows"],
+        )
+    return report

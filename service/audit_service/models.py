@@ -1,0 +1,162 @@
+"""Request and response models: the HTTP contract's event shape and its limits.
+
+Validation is strict so that nothing the worker later fails to store can be accepted: an event
+that passes here always fits PostgreSQL (no NUL characters, valid UTF-8, 64-bit integers, finite
+numbers), which is what lets the API answer 202 and mean it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import orjson
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+MAX_BATCH = 1000
+MAX_METADATA_BYTES = 16 * 1024
+MAX_METADATA_DEPTH = 32
+INT64 = 2**63
+
+
+def _clean_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_clean_text)]
+
+
+def _check_json(value: Any, depth: int = 0) -> None:
+    if depth > MAX_METADATA_DEPTH:
+        raise ValueError(f"is nested deeper than {MAX_METADATA_DEPTH} levels")
+    if isinstance(value, str):
+        _clean_text(value)
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int):
+        if not -INT64 <= value < INT64:
+            raise ValueError("holds an integer outside the 64-bit range")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("holds a non-finite number")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _clean_text(str(key))
+            _check_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json(item, depth + 1)
+    else:
+        raise ValueError(f"holds a value of unsupported type {type(value).__name__}")
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: UUID | None = Field(default=None, description="Idempotency key; a new UUID when absent")
+    actor: Text = Field(min_length=1, max_length=256)
+    action: Text = Field(min_length=1, max_length=256)
+    target: Text | None = Field(default=None, max_length=1024)
+    outcome: Literal["success", "failure", "unknown"] = "unknown"
+    occurred_at: AwareDatetime | None = Field(default=None, description="RFC 3339 with offset")
+    source_ip: str | None = Field(default=None, max_length=64)
+    user_agent: Text | None = Field(default=None, max_length=1024)
+    metadata: dict[str, Any] | None = Field(default=None, description="JSON object, at most 16 KiB")
+
+    @field_validator("source_ip")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError("is not an IPv4 or IPv6 address") from None
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _year(cls, value: datetime | None) -> datetime | None:
+        # PostgreSQL and the canonical encoding both want four-digit UTC years.
+        if value is not None and not 1 < value.year < 9999:
+            raise ValueError("year must be between 2 and 9998")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        _check_json(value)
+        if len(orjson.dumps(value)) > MAX_METADATA_BYTES:
+            raise ValueError(f"is larger than {MAX_METADATA_BYTES} bytes when encoded")
+        return value
+
+
+class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class Accepted(BaseModel):
+    id: UUID
+    status: Literal["accepted"] = "accepted"
+
+
+class BatchAccepted(BaseModel):
+    accepted: int
+    ids: list[UUID]
+
+
+class EventOut(BaseModel):
+    event_id: UUID
+    tenant_id: UUID
+    seq: int
+    actor: str
+    action: str
+    target: str | None
+    outcome: str
+    occurred_at: datetime
+    received_at: datetime
+    source_ip: str | None
+    user_agent: str | None
+    metadata: dict[str, Any] | None
+    correlation_id: str | None
+    hash: str
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: str | None
+
+
+class VerifyOut(BaseModel):
+    valid: bool
+    checked: int
+    first_invalid: str | None
+    reason: str | None = None
+
+
+class ComponentHealth(BaseModel):
+    status: Literal["healthy", "unhealthy"]
+    latency_ms: float
+    error: str | None = None
+
+
+class HealthOut(BaseModel):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    components: dict[str, ComponentHealth]
+
+
+def dumps(value: Any) -> bytes:
+    """JSON for responses and CLI output; asyncpg's UUIDs and other odd types become strings."""
+    return orjson.dumps(value, default=str)

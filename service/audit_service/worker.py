@@ -1,0 +1,228 @@
+"""The worker: pulls events from JetStream, stores them in PostgreSQL, acks after commit.
+
+A message is acked only after the transaction holding its events has committed, so a worker
+killed at any point, a database that goes away or a broker restart loses nothing: unacked
+messages are delivered again, and events already stored are recognised by (tenant, event_id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeout
+from prometheus_client import start_http_server
+
+from . import broker, chain, config, db, jsonlog, metrics, store
+from .cache import Cache
+
+log = logging.getLogger("audit_service.worker")
+
+# Events per transaction: large enough to amortise the commit, small enough to keep locks short.
+CHUNK_EVENTS = 2000
+RETRY_DELAY = 1.0
+
+TRANSIENT_DB = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.LockNotAvailableError,
+)
+
+
+class BadMessage(ValueError):
+    pass
+
+
+def decode(data: bytes, stream_seq: int) -> list[store.Pending]:
+    """A stream message's events, in the shape store.append takes."""
+    try:
+        doc = orjson.loads(data)
+        if doc.get("v") != broker.MESSAGE_VERSION:
+            raise BadMessage(f"unknown message version {doc.get('v')!r}")
+        tenant_id = uuid.UUID(doc["tenant_id"])
+        received_at = datetime.fromisoformat(doc["received_at"])
+        correlation_id = doc.get("correlation_id")
+        out = []
+        for e in doc["events"]:
+            event = {
+                "event_id": uuid.UUID(e["event_id"]),
+                "created_at": received_at,
+                "occurred_at": datetime.fromisoformat(e["occurred_at"]),
+                "actor": e["actor"],
+                "action": e["action"],
+                "target": e.get("target"),
+                "outcome": e.get("outcome") or "unknown",
+                "source_ip": e.get("source_ip"),
+                "user_agent": e.get("user_agent"),
+                "metadata": e.get("metadata"),
+                "correlation_id": correlation_id,
+            }
+            out.append(store.Pending(tenant_id, event, stream_seq))
+        return out
+    except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+        raise BadMessage(f"undecodable message at stream seq {stream_seq}: {exc}") from exc
+
+
+class Worker:
+    def __init__(self, settings: config.Settings):
+        self.settings = settings
+        self.stopping = asyncio.Event()
+        self.pool: asyncpg.Pool | None = None
+        self.cache = Cache(settings)
+        self.nc: Any = None
+        self.js: Any = None
+        self.known_months: set[str] = set()
+
+    async def _connect(self) -> Any:
+        delay = 0.5
+        while not self.stopping.is_set():
+            try:
+                if self.nc is None:
+                    self.nc, self.js = await broker.connect(self.settings, "audit-worker")
+                await broker.ensure_stream(self.js, self.settings)
+                await broker.ensure_consumer(self.js, self.settings)
+                return await self.js.pull_subscribe_bind(broker.CONSUMER, self.settings.stream_name)
+            except Exception as exc:  # noqa: BLE001 - retried until the broker is there
+                log.warning("nats not ready", extra={"error": str(exc) or type(exc).__name__})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        return None
+
+    async def _ensure_partitions(self, pending: list[store.Pending]) -> None:
+        months = {db.partition_name(db.month_start(p.event["created_at"])) for p in pending}
+        if months <= self.known_months:
+            return
+        times = [p.event["created_at"] for p in pending]
+        async with self.pool.acquire() as conn:
+            await db.ensure_partitions(conn, min(times), self.settings.partition_months_ahead, last=max(times))
+            self.known_months = {p["relname"] for p in await db.partitions(conn)}
+
+    async def _store(self, pending: list[store.Pending]) -> store.AppendResult:
+        await self._ensure_partitions(pending)
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await store.append(conn, pending)
+
+    async def handle(self, msgs: list[Any]) -> None:
+        """Store a fetched set of messages in chunks; ack each chunk after its commit."""
+        chunk: list[tuple[Any, list[store.Pending]]] = []
+        size = 0
+        for msg in msgs:
+            try:
+                events = decode(msg.data, msg.metadata.sequence.stream)
+            except BadMessage as exc:
+                # Cannot be stored as it is; keep it in the stream (not acked) and say so loudly.
+                metrics.worker_errors.labels("undecodable").inc()
+                log.error("undecodable message left in the stream", extra={"error": str(exc)})
+                await msg.nak(delay=300)
+                continue
+            chunk.append((msg, events))
+            size += len(events)
+            if size >= CHUNK_EVENTS:
+                await self._commit(chunk)
+                chunk, size = [], 0
+        if chunk:
+            await self._commit(chunk)
+
+    async def _commit(self, chunk: list[tuple[Any, list[store.Pending]]]) -> None:
+        pending = [p for _, events in chunk for p in events]
+        start = time.perf_counter()
+        try:
+            result = await self._store(pending)
+        except TRANSIENT_DB as exc:
+            metrics.worker_errors.labels("database_unavailable").inc()
+            log.warning("store failed; messages will be redelivered",
+                        extra={"error": str(exc) or type(exc).__name__, "messages": len(chunk)})
+            for msg, _ in chunk:
+                await _quiet(msg.nak(delay=RETRY_DELAY))
+            await asyncio.sleep(RETRY_DELAY)
+            return
+        except (asyncpg.PostgresError, ValueError) as exc:
+            if len(chunk) > 1:
+                # Find the one message that cannot be stored; store the others.
+                for one in chunk:
+                    await self._commit([one])
+                return
+            metrics.worker_errors.labels("unstorable").inc()
+            log.error("message cannot be stored; left in the stream",
+                      extra={"error": str(exc), "stream_seq": pending[0].stream_seq if pending else None})
+            await _quiet(chunk[0][0].nak(delay=300))
+            return
+        for msg, _ in chunk:
+            await _quiet(msg.ack())
+        elapsed = time.perf_counter() - start
+        metrics.worker_batch_seconds.observe(elapsed)
+        metrics.worker_batches.inc()
+        metrics.events_stored.inc(result.stored)
+        metrics.events_duplicate.inc(result.duplicates)
+        oldest = min(p.event["created_at"] for p in pending)
+        metrics.worker_lag.set((datetime.now(UTC) - oldest).total_seconds())
+        if result.heads:
+            await self.cache.invalidate(result.heads.keys())
+        log.debug("batch stored", extra={"stored": result.stored, "duplicates": result.duplicates,
+                                         "messages": len(chunk), "duration_ms": round(elapsed * 1000, 2)})
+
+    async def run(self) -> None:
+        self.pool = await db.create_pool(self.settings, "audit-worker", min_size=0)
+        sub = await self._connect()
+        log.info("worker started", extra={"settings": self.settings.safe_summary()})
+        last_partition_check = 0.0
+        while not self.stopping.is_set():
+            if time.monotonic() - last_partition_check > 3600:
+                try:
+                    async with self.pool.acquire() as conn:
+                        await db.ensure_partitions(conn, chain.utcnow(), self.settings.partition_months_ahead)
+                    last_partition_check = time.monotonic()
+                except TRANSIENT_DB as exc:
+                    log.warning("partition check failed", extra={"error": str(exc) or type(exc).__name__})
+            try:
+                msgs = await sub.fetch(self.settings.worker_batch_size, timeout=1.0)
+            except NatsTimeout:
+                continue
+            except (NatsError, OSError, TimeoutError) as exc:
+                log.warning("fetch failed", extra={"error": str(exc) or type(exc).__name__})
+                await asyncio.sleep(RETRY_DELAY)
+                continue
+            await self.handle(msgs)
+        log.info("worker stopping")
+        if self.nc is not None:
+            await _quiet(self.nc.drain())
+        await self.pool.close()
+        await self.cache.close()
+
+
+async def _quiet(coro: Any) -> None:
+    """An ack or nak that fails is harmless: the message is simply delivered again."""
+    try:
+        await coro
+    except Exception as exc:  # noqa: BLE001
+        log.debug("ack/nak failed", extra={"error": str(exc) or type(exc).__name__})
+
+
+def main(settings: config.Settings) -> None:
+    jsonlog.setup(settings.log_level, "audit-worker")
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
+
+    async def runner() -> None:
+        worker = Worker(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stopping.set)
+        await worker.run()
+
+    asyncio.run(runner())
