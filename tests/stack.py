@@ -280,6 +280,8 @@ class Service:
         self.database_url = stack.pg.create_database(database)
         self.port = free_port()
         self.admin_key = "admin-" + secrets.token_urlsafe(24)
+        # Services sharing one NATS server each get a stream of their own.
+        env = {"STREAM_NAME": f"audit-logs-{database}", "STREAM_SUBJECT_PREFIX": f"audit.{database}", **env}
         self.env = stack.env(self.database_url, API_PORT=str(self.port), ADMIN_API_KEY=self.admin_key, **env)
         self.logdir = stack.root / f"logs-{database}"
         self.logdir.mkdir()

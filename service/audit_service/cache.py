@@ -14,7 +14,11 @@ from typing import Any
 
 import orjson
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,9 @@ class Cache:
             socket_timeout=0.5,
             socket_connect_timeout=0.5,
             health_check_interval=0,
+            # One quick retry on a fresh connection: pooled connections go stale when Redis restarts.
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         self._down_until = 0.0
         self.hits = 0

@@ -110,6 +110,7 @@ SPEC: dict[str, tuple[str | None, Callable[[str, str], Any]]] = {
     "ADMIN_API_KEY": ("", _secret(16)),
     "RATE_LIMIT_PER_MINUTE": ("600000", _int(0, 10**9)),
     "STREAM_NAME": ("audit-logs", _text),
+    "STREAM_SUBJECT_PREFIX": ("audit.logs", _text),
     "STREAM_MAX_AGE_DAYS": ("7", _float(0.001, 3650)),
     "STREAM_DUPLICATE_WINDOW_SECONDS": ("120", _int(1, 86400)),
     "STREAM_REPLICAS": ("1", _int(1, 5)),
@@ -140,6 +141,7 @@ class Settings:
     admin_api_key: str
     rate_limit_per_minute: int
     stream_name: str
+    stream_subject_prefix: str
     stream_max_age_days: float
     stream_duplicate_window_seconds: int
     stream_replicas: int
@@ -149,10 +151,6 @@ class Settings:
     worker_metrics_port: int
     worker_metrics_host: str
     partition_months_ahead: int
-
-    @property
-    def stream_subject_prefix(self) -> str:
-        return "audit.logs"
 
     def safe_summary(self) -> dict[str, Any]:
         """Settings fit for a log line: URLs without credentials, secrets masked."""
@@ -193,4 +191,7 @@ def load(env: Mapping[str, str] | None = None, *, require_database: bool = True)
         values[name.lower()] = parse(name, raw)
     if values["stream_name"] and not all(c.isalnum() or c in "-_" for c in values["stream_name"]):
         raise ConfigError("STREAM_NAME may contain only letters, digits, '-' and '_'")
+    prefix = values["stream_subject_prefix"]
+    if not prefix or any(not part or not all(c.isalnum() or c in "-_" for c in part) for part in prefix.split(".")):
+        raise ConfigError("STREAM_SUBJECT_PREFIX must be dot-separated tokens of letters, digits, '-' and '_'")
     return Settings(**values)

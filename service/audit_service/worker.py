@@ -200,9 +200,13 @@ class Worker:
             await self.handle(msgs)
         log.info("worker stopping")
         if self.nc is not None:
-            await _quiet(self.nc.drain())
-        await self.pool.close()
+            # Not drain(): it waits on the pull subscription's queue for ever. Flushing sends the
+            # last acks; anything not acked is simply delivered again.
+            await _quiet(self.nc.flush(timeout=2))
+            await _quiet(self.nc.close())
+        await _quiet(asyncio.wait_for(self.pool.close(), 10))
         await self.cache.close()
+        log.info("worker stopped")
 
 
 async def _quiet(coro: Any) -> None:

@@ -1,0 +1,288 @@
+"""The HTTP contract on real servers: ingest, query, tenants, cache, rate limit, health, metrics,
+logs."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from conftest import Client, sql, wait_for, wait_stored
+from stack import Service
+
+
+def ev(i: int = 0, **over):
+    return {"actor": f"user-{i}", "action": "document.read", "target": f"doc-{i}", "outcome": "success", **over}
+
+
+def test_single_event_is_stored_with_its_correlation_id(service, tenant):
+    r = tenant.post(
+        ev(1, source_ip="2001:db8::1", user_agent="curl/8", metadata={"k": [1, 2.5, {"n": None}]}),
+        headers={"X-Correlation-ID": "req-abc.1"},
+    )
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["status"] == "accepted" and uuid.UUID(body["id"])
+    assert r.headers["x-correlation-id"] == "req-abc.1"
+    wait_stored(service, tenant.tenant_id, 1)
+    got = tenant.get(body["id"])
+    assert got.status_code == 200
+    e = got.json()
+    assert e["correlation_id"] == "req-abc.1"
+    assert e["source_ip"] == "2001:db8::1" and e["metadata"] == {"k": [1, 2.5, {"n": None}]}
+    assert e["seq"] == 1 and len(e["hash"]) == 64 and e["tenant_id"] == tenant.tenant_id
+
+
+def test_correlation_id_is_generated_when_absent(tenant):
+    r = tenant.post(ev())
+    assert uuid.UUID(r.headers["x-correlation-id"])
+
+
+def test_batch_is_accepted_and_stored(service, tenant):
+    r = tenant.batch([ev(i) for i in range(250)])
+    assert r.status_code == 202, r.text
+    assert r.json()["accepted"] == 250 and len(set(r.json()["ids"])) == 250
+    wait_stored(service, tenant.tenant_id, 250)
+    assert tenant.verify() == {"valid": True, "checked": 250, "first_invalid": None, "reason": None}
+
+
+def test_resent_event_is_stored_once(service, tenant):
+    event_id = str(uuid.uuid4())
+    first = tenant.post(ev(1, event_id=event_id))
+    again = tenant.post(ev(1, event_id=event_id))  # JetStream drops it (same Nats-Msg-Id)
+    other = str(uuid.uuid4())
+    # A batch carrying it again has another message id: the worker must drop it.
+    batch = tenant.batch([ev(1, event_id=event_id), ev(2, event_id=other)])
+    assert {first.status_code, again.status_code, batch.status_code} == {202}
+    assert first.json()["id"] == again.json()["id"] == event_id
+    wait_stored(service, tenant.tenant_id, 2)
+    time.sleep(1)  # give a wrongly stored duplicate time to show up
+    rows = sql(service.database_url, "SELECT event_id FROM audit_logs WHERE tenant_id = $1", tenant.tenant_id)
+    assert sorted(str(r["event_id"]) for r in rows) == sorted([event_id, other])
+
+
+def test_tenants_are_isolated(service, make_tenant):
+    a, b = make_tenant(), make_tenant()
+    eid = a.post(ev(1, actor="a-secret")).json()["id"]
+    b.post(ev(2))
+    wait_stored(service, a.tenant_id, 1)
+    wait_stored(service, b.tenant_id, 1)
+    assert b.get(eid).status_code == 404
+    assert all(i["actor"] != "a-secret" for i in b.list().json()["items"])
+    assert b.verify()["checked"] == 1
+    # Naming another tenant with a tenant key is refused, for reads and writes.
+    assert b.list(tenant_id=a.tenant_id).status_code == 403
+    assert b.http.get("/api/v1/audit/verify", params={"tenant_id": a.tenant_id}).status_code == 403
+    assert b.http.post("/api/v1/audit/logs", params={"tenant_id": a.tenant_id}, json=ev()).status_code == 403
+    # No key or a wrong key.
+    anon = httpx.Client(base_url=service.url)
+    assert anon.get(f"/api/v1/audit/logs/{eid}").status_code == 401
+    assert anon.get("/api/v1/audit/logs", headers={"X-API-Key": "alk_nope"}).status_code == 401
+    assert anon.post("/api/v1/audit/logs", json=ev()).status_code == 401
+
+
+def test_admin_key_names_a_tenant(service, tenant):
+    eid = tenant.post(ev(1)).json()["id"]
+    wait_stored(service, tenant.tenant_id, 1)
+    admin = Client(service.url, service.admin_key)
+    assert admin.list().status_code == 422  # must say which tenant
+    r = admin.http.get(f"/api/v1/audit/logs/{eid}", params={"tenant_id": tenant.tenant_id})
+    assert r.status_code == 200 and r.json()["event_id"] == eid
+    assert admin.list(tenant_id=str(uuid.uuid4())).status_code == 404
+    # The admin may write on a tenant's behalf.
+    r = admin.http.post("/api/v1/audit/logs", params={"tenant_id": tenant.tenant_id}, json=ev(2))
+    assert r.status_code == 202
+    wait_stored(service, tenant.tenant_id, 2)
+
+
+def test_filters_and_time_window(service, tenant):
+    tenant.batch([ev(i, outcome="failure" if i % 3 == 0 else "success", action=f"act-{i % 2}") for i in range(30)])
+    wait_stored(service, tenant.tenant_id, 30)
+    items = tenant.list(outcome="failure", limit=1000).json()["items"]
+    assert len(items) == 10 and all(i["outcome"] == "failure" for i in items)
+    assert len(tenant.list(action="act-1", limit=1000).json()["items"]) == 15
+    assert [i["actor"] for i in tenant.list(actor="user-7").json()["items"]] == ["user-7"]
+    now = datetime.now(UTC)
+    assert len(tenant.list(since=(now - timedelta(minutes=5)).isoformat(), limit=1000).json()["items"]) == 30
+    assert tenant.list(until=(now - timedelta(minutes=5)).isoformat()).json()["items"] == []
+
+
+def test_keyset_pagination_neither_skips_nor_repeats_while_events_arrive(service, tenant):
+    tenant.batch([ev(i) for i in range(250)])
+    wait_stored(service, tenant.tenant_id, 250)
+    seen: list[str] = []
+    page = tenant.list(limit=100).json()
+    pages = 0
+    while True:
+        seen += [i["event_id"] for i in page["items"]]
+        seqs = [i["seq"] for i in page["items"]]
+        assert seqs == sorted(seqs, reverse=True)  # newest first
+        # New events arrive between page reads.
+        tenant.batch([ev(1000 + pages * 10 + j) for j in range(10)])
+        wait_stored(service, tenant.tenant_id, 250 + (pages + 1) * 10)
+        pages += 1
+        if not page["next_cursor"]:
+            break
+        page = tenant.list(limit=100, cursor=page["next_cursor"]).json()
+    assert pages == 3
+    assert len(seen) == len(set(seen)) == 250
+    first_250 = sql(
+        service.database_url,
+        "SELECT event_id FROM audit_logs WHERE tenant_id = $1 AND seq <= 250",
+        tenant.tenant_id,
+    )
+    assert set(seen) == {str(r["event_id"]) for r in first_250}
+
+
+def test_query_cache_serves_repeats_and_never_stale_pages(service, tenant):
+    tenant.post(ev(1))
+    wait_stored(service, tenant.tenant_id, 1)
+    first = tenant.list(limit=10)
+    second = tenant.list(limit=10)
+    assert first.headers["x-cache"] == "miss" and second.headers["x-cache"] == "hit"
+    assert first.json() == second.json()
+    tenant.post(ev(2))
+    wait_stored(service, tenant.tenant_id, 2)
+    # The worker bumps the tenant's cache generation after commit.
+    third = wait_for(lambda: (r := tenant.list(limit=10)).json()["items"].__len__() == 2 and r, 5, what="fresh page")
+    assert third.headers["x-cache"] == "miss"
+
+
+@pytest.fixture(scope="module")
+def limited(stack):
+    svc = Service(stack, "audit_limited", RATE_LIMIT_PER_MINUTE="20").start()
+    yield svc
+    svc.stop()
+
+
+def test_rate_limit_per_tenant_answers_429_with_retry_after(limited):
+    tenant_id, key = limited.tenant("rate-a")
+    other_id, other_key = limited.tenant("rate-b")
+    a, b = Client(limited.url, key, tenant_id), Client(limited.url, other_key, other_id)
+    assert a.batch([ev(i) for i in range(15)]).status_code == 202
+    over = a.batch([ev(i) for i in range(10)])
+    assert over.status_code == 429
+    assert 1 <= int(over.headers["retry-after"]) <= 60
+    assert a.post(ev()).status_code == 202  # the refused batch took no tokens: 16 of 20
+    # Another tenant has its own budget.
+    assert b.batch([ev(i) for i in range(20)]).status_code == 202
+    assert b.post(ev()).status_code == 429
+
+
+def test_redis_down_keeps_reads_and_writes_working_and_health_degraded(stack, limited):
+    tenant_id, key = limited.tenant("redis-down")
+    c = Client(limited.url, key, tenant_id)
+    stack.redis.stop()
+    try:
+        health = wait_for(
+            lambda: (r := httpx.get(f"{limited.url}/api/v1/metrics/health")).json()["status"] == "degraded" and r,
+            10,
+            what="degraded health",
+        )
+        assert health.status_code == 200
+        assert health.json()["components"]["redis"]["status"] == "unhealthy"
+        assert "error" in health.json()["components"]["redis"]
+        assert c.post(ev(1)).status_code == 202
+        wait_stored(limited, tenant_id, 1)
+        assert c.list().status_code == 200 and len(c.list().json()["items"]) == 1
+    finally:
+        stack.redis.start()
+    limited.wait_healthy()
+
+
+def test_liveness_and_health_contract(service):
+    assert httpx.get(f"{service.url}/health").json() == {"status": "ok"}
+    h = httpx.get(f"{service.url}/api/v1/metrics/health").json()
+    assert h["status"] == "healthy"
+    assert set(h["components"]) == {"database", "redis", "nats"}
+    for comp in h["components"].values():
+        assert comp["status"] == "healthy" and comp["latency_ms"] >= 0
+
+
+def test_stats_contract(service, tenant):
+    tenant.post(ev())
+    s = httpx.get(f"{service.url}/api/v1/metrics/stats").json()
+    assert {"pool_size", "checked_out", "overflow"} <= set(s["database"])
+    assert s["database"]["pool_size"] == 10
+    assert {"enabled", "hits", "misses"} <= set(s["cache"])
+    assert s["queue"]["stream"] == service.env["STREAM_NAME"]
+    assert s["queue"]["messages"] >= 1 and s["queue"]["consumer_pending"] is not None
+
+
+def test_prometheus_metrics(service, tenant):
+    tenant.batch([ev(i) for i in range(3)])
+    wait_stored(service, tenant.tenant_id, 3)
+    text = httpx.get(f"{service.url}/api/v1/metrics").text
+    for name in (
+        "audit_http_requests_total",
+        "audit_http_request_duration_seconds_bucket",
+        "audit_events_accepted_total",
+        "audit_queue_consumer_pending",
+        "audit_queue_consumer_ack_pending",
+        "audit_db_pool_connections",
+    ):
+        assert f"\n{name}" in text, name
+    assert f'audit_chain_head_seq{{tenant="' in text
+    line = next(x for x in text.splitlines() if f'tenant_id="{tenant.tenant_id}"' in x)
+    assert line.endswith(" 3.0")
+    assert 'route="/api/v1/audit/logs/batch"' in text  # route templates, not raw paths
+
+
+def test_worker_exports_its_own_metrics(stack):
+    from stack import free_port
+
+    port = free_port()
+    svc = Service(stack, "audit_workermetrics", WORKER_METRICS_PORT=str(port)).start()
+    try:
+        tenant_id, key = svc.tenant("wm")
+        Client(svc.url, key, tenant_id).batch([ev(i) for i in range(5)])
+        wait_stored(svc, tenant_id, 5)
+        text = wait_for(
+            lambda: "audit_worker_events_stored_total 5.0" in (t := httpx.get(f"http://127.0.0.1:{port}/").text) and t,
+            10,
+            what="worker metrics",
+        )
+        assert "audit_worker_lag_seconds" in text and "audit_worker_batch_duration_seconds_bucket" in text
+    finally:
+        svc.stop()
+
+
+def test_json_log_lines_carry_correlation_and_duration(service, tenant):
+    cid = f"log-test-{uuid.uuid4()}"
+    tenant.post(ev(), headers={"X-Correlation-ID": cid})
+    lines = wait_for(
+        lambda: [json.loads(x) for x in service.api.log().splitlines() if cid in x] or None, 5, what="log lines"
+    )
+    incoming = [x for x in lines if x["message"] == "Incoming request"]
+    done = [x for x in lines if x["message"] == "Request completed"]
+    assert incoming and incoming[0]["method"] == "POST" and incoming[0]["path"] == "/api/v1/audit/logs"
+    assert done and done[0]["status"] == 202 and done[0]["duration_ms"] >= 0
+    assert all(x["correlation_id"] == cid for x in lines)
+    # A header that could forge log fields is replaced by a fresh id.
+    r = tenant.post(ev(), headers={"X-Correlation-ID": 'x" injected'})
+    assert uuid.UUID(r.headers["x-correlation-id"])
+
+
+def test_concurrent_clients_get_distinct_consecutive_seqs(service, tenant):
+    errors: list[str] = []
+
+    def send(k: int) -> None:
+        for j in range(5):
+            r = tenant.batch([ev(k * 100 + j * 10 + i) for i in range(10)])
+            if r.status_code != 202:
+                errors.append(r.text)
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    wait_stored(service, tenant.tenant_id, 200)
+    seqs = [r["seq"] for r in sql(service.database_url, "SELECT seq FROM audit_logs WHERE tenant_id=$1", tenant.tenant_id)]
+    assert sorted(seqs) == list(range(1, 201))
+    assert tenant.verify()["valid"]
