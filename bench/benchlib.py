@@ -7,13 +7,12 @@ import http.client
 import os
 import platform
 import random
-import secrets
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -63,7 +62,7 @@ class Figure:
     def line(self) -> str:
         verdict = "" if self.met is None else ("  target met" if self.met else "  TARGET MISSED")
         target = f"  (target {self.target})" if self.target else ""
-        return f"  {self.name:<46} {self.value:>12,.2f} {self.unit:<8}{target}{verdict}"
+        return f"  {self.name:<58} {self.value:>12,.2f} {self.unit:<8}{target}{verdict}"
 
 
 def event(rng: random.Random, i: int) -> dict[str, Any]:
@@ -85,15 +84,20 @@ def event(rng: random.Random, i: int) -> dict[str, Any]:
     }
 
 
-def copy_row(rng: random.Random, tenant_id: uuid.UUID, seq: int, created_at: datetime) -> tuple:
-    """A row in COPY_COLUMNS order, shaped like the worker's (hashes are random 64-hex strings)."""
+def copy_row(
+    rng: random.Random, tenant_id: uuid.UUID, seq: int, created_at: datetime, prev_hash: str
+) -> tuple:
+    """A row in COPY_COLUMNS order, shaped like the worker's; the hash is random 64-hex.
+
+    Ids come from `rng`, not uuid4(): each uuid4() is a getrandom() call, slow on this VM.
+    """
     e = event(rng, seq)
     return (
         tenant_id,
         seq,
-        uuid.uuid4(),
+        uuid.UUID(int=rng.getrandbits(128), version=4),
         created_at,
-        created_at,
+        created_at - timedelta(milliseconds=rng.randrange(5000)),
         e["actor"],
         e["action"],
         e["target"],
@@ -101,10 +105,10 @@ def copy_row(rng: random.Random, tenant_id: uuid.UUID, seq: int, created_at: dat
         e["source_ip"],
         e["user_agent"],
         orjson.dumps(e["metadata"]).decode(),
-        str(uuid.uuid4()),
+        str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         seq,
-        secrets.token_hex(32),
-        secrets.token_hex(32),
+        prev_hash,
+        f"{rng.getrandbits(256):064x}",
     )
 
 

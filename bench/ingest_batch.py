@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import queue
 import random
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import asyncpg
-import httpx
 import orjson
-from benchlib import COPY_COLUMNS, Figure, copy_row, event, header, now, running
+from benchlib import COPY_COLUMNS, Figure, Http, copy_row, event, header, now, running
 
 TARGET_RATIO = 0.5
 COMMIT_TIMEOUT = 600.0  # seconds to wait for the worker before calling the run failed
@@ -34,22 +35,30 @@ def build_bodies(events: int, batch: int, seed: int) -> list[bytes]:
     return bodies
 
 
-async def send_all(url: str, key: str, bodies: list[bytes], clients: int) -> float:
-    """POST every body from `clients` concurrent connections; returns when all were answered 202."""
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
+def send_all(url: str, key: str, bodies: list[bytes], clients: int) -> float:
+    """POST every body from `clients` threads, one connection each; returns when all got 202."""
+    todo = queue.SimpleQueue()
     for b in bodies:
-        queue.put_nowait(b)
+        todo.put(b)
     headers = {"X-API-Key": key, "Content-Type": "application/json"}
 
-    async def client() -> None:
-        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
-            while not queue.empty():
-                body = queue.get_nowait()
-                r = await http.post("/api/v1/audit/logs/batch", content=body)
-                if r.status_code != 202:
-                    raise RuntimeError(f"batch answered {r.status_code}: {r.text[:300]}")
+    def client() -> None:
+        http = Http(url, headers)
+        try:
+            while True:
+                try:
+                    body = todo.get_nowait()
+                except queue.Empty:
+                    return
+                status, answer, _ = http.request("POST", "/api/v1/audit/logs/batch", body)
+                if status != 202:
+                    raise RuntimeError(f"batch answered {status}: {answer[:300]!r}")
+        finally:
+            http.close()
 
-    await asyncio.gather(*(client() for _ in range(clients)))
+    with ThreadPoolExecutor(clients) as pool:
+        for f in [pool.submit(client) for _ in range(clients)]:
+            f.result()
     return time.perf_counter()
 
 
@@ -77,7 +86,7 @@ async def durable_run(
     try:
         tenant_id = uuid.UUID(tenant)
         start = time.perf_counter()
-        sender = asyncio.create_task(send_all(url, key, bodies, clients))
+        sender = asyncio.create_task(asyncio.to_thread(send_all, url, key, bodies, clients))
         stored_at = await wait_stored(conn, tenant_id, events, start, sender)
         accepted_at = await sender
         return events / (accepted_at - start), events / (stored_at - start)
@@ -90,7 +99,10 @@ async def copy_run(dsn: str, events: int, seed: int) -> float:
     rng = random.Random(seed)
     tenant_id = uuid.uuid4()
     created = now()
-    records = [copy_row(rng, tenant_id, seq, created) for seq in range(1, events + 1)]
+    records, prev = [], "0" * 64
+    for seq in range(1, events + 1):
+        records.append(copy_row(rng, tenant_id, seq, created, prev))
+        prev = records[-1][-1]
     conn = await asyncpg.connect(dsn)
     try:
         start = time.perf_counter()

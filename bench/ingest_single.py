@@ -2,7 +2,7 @@
 
 Each 202 means the event is in JetStream (file storage), so this is the latency a caller waits
 for a durable accept. Measured twice when wrk is installed: with wrk (C, little CPU) and with
-an asyncio + httpx client. The machine has 2 cores shared by client, API, worker, NATS,
+32 Python threads on http.client. The machine has 2 cores shared by client, API, worker, NATS,
 PostgreSQL and Redis, so the client's own CPU use inflates the figures; wrk's much less so.
 Target: p99 < 25 ms.
 """
@@ -10,7 +10,6 @@ Target: p99 < 25 ms.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 import re
 import shutil
@@ -18,11 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import orjson
-from benchlib import Figure, event, header, percentile, running
+from benchlib import Figure, Http, event, header, percentile, running
 
 TARGET_P99_MS = 25.0
 PATH = "/api/v1/audit/logs"
@@ -60,32 +59,39 @@ end
 """
 
 
-async def httpx_load(url: str, key: str, concurrency: int, seconds: float, max_requests: int) -> list[float]:
-    """Closed loop: each of `concurrency` tasks posts, waits for the answer, posts again."""
-    rng = random.Random(3)
+def python_load(url: str, key: str, bodies: list[bytes], concurrency: int, seconds: float) -> list[float]:
+    """Closed loop: each of `concurrency` threads posts, waits for the answer, posts again."""
     latencies: list[float] = []
     stop_at = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    todo = iter(bodies)  # next() on a list iterator is atomic under the GIL
     headers = {"X-API-Key": key, "Content-Type": "application/json"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as http:
 
-        async def one_client() -> None:
-            while time.perf_counter() < stop_at and len(latencies) < max_requests:
-                body = orjson.dumps(event(rng, len(latencies)))
+    def client() -> None:
+        http = Http(url, headers, timeout=30)
+        try:
+            for body in todo:
                 t0 = time.perf_counter()
-                r = await http.post(PATH, content=body)
+                if t0 > stop_at:
+                    return
+                status, answer, _ = http.request("POST", PATH, body)
                 latencies.append(time.perf_counter() - t0)
-                if r.status_code != 202:
-                    raise RuntimeError(f"single ingest answered {r.status_code}: {r.text[:300]}")
+                if status != 202:
+                    raise RuntimeError(f"single ingest answered {status}: {answer[:300]!r}")
+        finally:
+            http.close()
 
-        await asyncio.gather(*(one_client() for _ in range(concurrency)))
+    with ThreadPoolExecutor(concurrency) as pool:
+        for f in [pool.submit(client) for _ in range(concurrency)]:
+            f.result()
     return latencies
 
 
-def run_httpx(url: str, key: str, concurrency: int, seconds: float, max_requests: int) -> tuple[float, ...]:
-    asyncio.run(httpx_load(url, key, concurrency, 2.0, 2000))  # warm-up: connections, caches
+def run_python(url: str, key: str, concurrency: int, seconds: float, max_requests: int) -> tuple[float, ...]:
+    rng = random.Random(3)
+    bodies = [orjson.dumps(event(rng, i)) for i in range(max_requests + 1000)]
+    python_load(url, key, bodies[:1000], concurrency, 2.0)  # warm-up: connections, caches
     start = time.perf_counter()
-    lat = asyncio.run(httpx_load(url, key, concurrency, seconds, max_requests))
+    lat = python_load(url, key, bodies[1000:], concurrency, seconds)
     elapsed = time.perf_counter() - start
     lat.sort()
     return len(lat) / elapsed, percentile(lat, 50) * 1000, percentile(lat, 99) * 1000
@@ -94,7 +100,7 @@ def run_httpx(url: str, key: str, concurrency: int, seconds: float, max_requests
 def run_wrk(url: str, key: str, concurrency: int, seconds: float) -> tuple[float, ...] | None:
     wrk = shutil.which("wrk")
     if wrk is None:
-        print("  wrk not installed (apt-get install wrk): only the httpx figure is measured")
+        print("  wrk not installed (apt-get install wrk): only the Python client is measured")
         return None
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"
@@ -145,7 +151,7 @@ def run(
             _, key = service.tenant(f"bench-single-{n}")
             results = {
                 "wrk": run_wrk(service.url, key, concurrency, seconds),
-                "httpx": run_httpx(service.url, key, concurrency, seconds, max_requests),
+                "python": run_python(service.url, key, concurrency, seconds, max_requests),
             }
         for client, res in results.items():
             if res is None:
@@ -170,7 +176,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--seconds", type=float, default=20.0)
-    p.add_argument("--max-requests", type=int, default=20_000, help="httpx client only; wrk runs --seconds")
+    p.add_argument("--max-requests", type=int, default=20_000, help="Python client only; wrk runs --seconds")
     p.add_argument("--api-workers", default="1,2", help="API_WORKERS values to try, comma-separated")
     a = p.parse_args()
     figures = run(a.concurrency, a.seconds, a.max_requests, tuple(int(w) for w in a.api_workers.split(",")))

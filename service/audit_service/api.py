@@ -13,15 +13,17 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from nats.errors import Error as NatsError
-from pydantic import AwareDatetime
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import broker, chain, config, db, jsonlog, metrics, store
 from .cache import Cache
 from .models import (
+    INT64,
     Accepted,
     BatchAccepted,
     BatchIn,
@@ -30,6 +32,7 @@ from .models import (
     EventOut,
     EventPage,
     HealthOut,
+    Timestamp,
     VerifyOut,
     dumps,
 )
@@ -231,6 +234,20 @@ def create_app(settings: config.Settings | None = None) -> FastAPI:
             )
         return _json({"detail": errors}, 422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI answers 400 to a body that json.loads cannot decode without a JSONDecodeError
+        # (not UTF-8, an integer too long for Python's int parser, nesting too deep for the
+        # parser): that is bad input like any other invalid JSON, so 422.
+        cause = exc.__cause__
+        if exc.status_code == 400 and isinstance(cause, (ValueError, RecursionError)):
+            msg = f"JSON decode error: {cause}"
+            if isinstance(cause, UnicodeDecodeError):
+                msg = "body is not UTF-8"
+            error = {"loc": ["body"], "field": "", "msg": msg[:200], "type": "json_invalid"}
+            return _json({"detail": [error]}, 422)
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(asyncpg.PostgresError)
     @app.exception_handler(OSError)
     @app.exception_handler(TimeoutError)
@@ -260,8 +277,8 @@ def create_app(settings: config.Settings | None = None) -> FastAPI:
         action: Annotated[str | None, Query(max_length=256)] = None,
         target: Annotated[str | None, Query(max_length=1024)] = None,
         outcome: Literal["success", "failure", "unknown"] | None = None,
-        since: AwareDatetime | None = None,
-        until: AwareDatetime | None = None,
+        since: Timestamp | None = None,
+        until: Timestamp | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, Query(max_length=64)] = None,
     ) -> Response:
@@ -273,6 +290,8 @@ def create_app(settings: config.Settings | None = None) -> FastAPI:
         if cursor is not None:
             try:
                 before = store.decode_cursor(cursor)
+                if before >= INT64:
+                    raise ValueError("cursor is not one this API returned")
             except ValueError as exc:
                 raise HTTPException(422, f"cursor: {exc}") from None
         params = {
@@ -304,7 +323,7 @@ def create_app(settings: config.Settings | None = None) -> FastAPI:
 
     @app.get("/api/v1/audit/verify", response_model=VerifyOut, tags=["audit"])
     async def verify(
-        request: Request, tenant: Tenant, since: AwareDatetime | None = None, until: AwareDatetime | None = None
+        request: Request, tenant: Tenant, since: Timestamp | None = None, until: Timestamp | None = None
     ) -> Response:
         result = await store.verify(_state(request).pool, tenant, since, until)
         return _json(result.as_dict())

@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import orjson
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
 MAX_BATCH = 1000
 MAX_METADATA_BYTES = 16 * 1024
@@ -33,6 +42,27 @@ def _clean_text(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_clean_text)]
+
+RFC3339_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _rfc3339(value: Any) -> Any:
+    # Pydantic alone also takes a number, or a string of digits, as a Unix timestamp.
+    if isinstance(value, datetime) or (isinstance(value, str) and RFC3339_START.match(value)):
+        return value
+    raise ValueError("must be an RFC 3339 date-time with an offset, like 2024-05-01T12:00:00Z")
+
+
+def _year(value: datetime) -> datetime:
+    # PostgreSQL and the canonical encoding both want four-digit UTC years (and converting
+    # year 1 or 9999 to UTC can overflow).
+    if not 1 < value.year < 9999:
+        raise ValueError("year must be between 2 and 9998")
+    return value
+
+
+# occurred_at, and the since/until query parameters.
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_year)]
 
 
 def _check_json(value: Any, depth: int = 0) -> None:
@@ -67,7 +97,7 @@ class EventIn(BaseModel):
     action: Text = Field(min_length=1, max_length=256)
     target: Text | None = Field(default=None, max_length=1024)
     outcome: Literal["success", "failure", "unknown"] = "unknown"
-    occurred_at: AwareDatetime | None = Field(default=None, description="RFC 3339 with offset")
+    occurred_at: Timestamp | None = Field(default=None, description="RFC 3339 with offset")
     source_ip: str | None = Field(default=None, max_length=64)
     user_agent: Text | None = Field(default=None, max_length=1024)
     metadata: dict[str, Any] | None = Field(default=None, description="JSON object, at most 16 KiB")
@@ -81,14 +111,6 @@ class EventIn(BaseModel):
             return str(ipaddress.ip_address(value))
         except ValueError:
             raise ValueError("is not an IPv4 or IPv6 address") from None
-
-    @field_validator("occurred_at")
-    @classmethod
-    def _year(cls, value: datetime | None) -> datetime | None:
-        # PostgreSQL and the canonical encoding both want four-digit UTC years.
-        if value is not None and not 1 < value.year < 9999:
-            raise ValueError("year must be between 2 and 9998")
-        return value
 
     @field_validator("metadata")
     @classmethod

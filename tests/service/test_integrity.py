@@ -1,0 +1,244 @@
+"""Tamper evidence, chains under concurrent workers, partitions, retention and migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import subprocess
+import threading
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+import pytest
+from audit_service import db
+from conftest import Client, sql, wait_stored
+from stack import VENV_BIN, Service, run_cli
+
+
+def ev(i: int, **over):
+    return {"actor": f"user-{i}", "action": "record.update", "target": f"rec-{i}", **over}
+
+
+def fill(service, tenant: Client, n: int) -> list[dict]:
+    assert tenant.batch([ev(i, metadata={"i": i, "f": i / 4}) for i in range(n)]).status_code == 202
+    wait_stored(service, tenant.tenant_id, n)
+    return sql(
+        service.database_url,
+        "SELECT seq, event_id FROM audit_logs WHERE tenant_id = $1 ORDER BY seq",
+        tenant.tenant_id,
+    )
+
+
+def test_verify_finds_a_row_changed_with_sql(service, tenant):
+    rows = fill(service, tenant, 20)
+    assert tenant.verify()["valid"]
+    victim = rows[7]
+    sql(service.database_url, "UPDATE audit_logs SET actor = 'mallory' WHERE event_id = $1", victim["event_id"])
+    result = tenant.verify()
+    assert result["valid"] is False
+    assert result["first_invalid"] == str(victim["event_id"])
+    assert result["checked"] == 8
+
+
+def test_verify_finds_changed_metadata(service, tenant):
+    rows = fill(service, tenant, 5)
+    sql(
+        service.database_url,
+        """UPDATE audit_logs SET metadata = jsonb_set(metadata, '{i}', '99') WHERE event_id = $1""",
+        rows[2]["event_id"],
+    )
+    assert tenant.verify()["first_invalid"] == str(rows[2]["event_id"])
+
+
+def test_verify_finds_a_row_deleted_from_the_middle(service, tenant):
+    rows = fill(service, tenant, 20)
+    sql(service.database_url, "DELETE FROM audit_logs WHERE event_id = $1", rows[10]["event_id"])
+    result = tenant.verify()
+    assert result["valid"] is False
+    assert result["first_invalid"] == str(rows[11]["event_id"])
+    assert "gap" in result["reason"]
+
+
+def test_verify_finds_the_first_row_deleted(service, tenant):
+    rows = fill(service, tenant, 5)
+    sql(service.database_url, "DELETE FROM audit_logs WHERE event_id = $1", rows[0]["event_id"])
+    result = tenant.verify()
+    assert result["valid"] is False and result["first_invalid"] == str(rows[1]["event_id"])
+
+
+def test_cutting_off_the_newest_rows_is_detected_and_visible_in_metrics(service, tenant):
+    fill(service, tenant, 20)
+    sql(service.database_url, "DELETE FROM audit_logs WHERE tenant_id = $1 AND seq > 15", tenant.tenant_id)
+    result = tenant.verify()
+    assert result["valid"] is False and "seq 20" in result["reason"]
+    # The chain head stays exported: a monitoring system that saw seq 20 sees it still.
+    text = httpx.get(f"{service.url}/api/v1/metrics").text
+    assert any(f'tenant_id="{tenant.tenant_id}"' in line and line.endswith(" 20.0") for line in text.splitlines())
+
+
+def test_verify_a_time_window(service, tenant):
+    rows = fill(service, tenant, 10)
+    since = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    assert tenant.verify(since=since)["checked"] == 10
+    sql(service.database_url, "UPDATE audit_logs SET outcome = 'failure' WHERE event_id = $1", rows[4]["event_id"])
+    assert tenant.verify(since=since)["first_invalid"] == str(rows[4]["event_id"])
+    assert tenant.verify(until=(datetime.now(UTC) - timedelta(hours=1)).isoformat())["checked"] == 0
+
+
+def test_concurrent_workers_never_fork_a_chain(stack):
+    svc = Service(stack, "audit_concurrent", workers=3, WORKER_BATCH_SIZE="5").start()
+    try:
+        clients = [Client(svc.url, k, t) for t, k in (svc.tenant("c-a"), svc.tenant("c-b"))]
+        errors: list[str] = []
+
+        def send(client: Client, k: int) -> None:
+            for j in range(20):
+                r = client.batch([ev(k * 1000 + j * 10 + i) for i in range(10)])
+                if r.status_code != 202:
+                    errors.append(r.text)
+
+        threads = [threading.Thread(target=send, args=(c, k)) for c in clients for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        for c in clients:
+            wait_stored(svc, c.tenant_id, 600)
+            seqs = sql(svc.database_url, "SELECT seq FROM audit_logs WHERE tenant_id = $1 ORDER BY seq", c.tenant_id)
+            assert [r["seq"] for r in seqs] == list(range(1, 601))
+            assert c.verify() == {"valid": True, "checked": 600, "first_invalid": None, "reason": None}
+        # All three workers took part.
+        stored_by = [w.log().count('"worker started"') for w in svc.workers]
+        assert stored_by == [1, 1, 1]
+    finally:
+        svc.stop()
+
+
+def test_partitions_and_index_exist(service):
+    parts = sql(
+        service.database_url,
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'audit_logs' ORDER BY 1",
+    )
+    names = [r["relname"] for r in parts]
+    now = datetime.now(UTC)
+    ahead = db.month_start(now)
+    expected = []
+    for _ in range(3):  # this month and PARTITION_MONTHS_AHEAD=2 more
+        expected.append(db.partition_name(ahead))
+        ahead = db.next_month(ahead)
+    assert set(expected) <= set(names)
+    idx = sql(service.database_url, "SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_audit_logs_tenant_created'")
+    assert "(tenant_id, created_at)" in idx[0]["indexdef"]
+
+
+def test_retention_drops_old_partitions_deletes_boundary_rows_and_keeps_chains_verifiable(stack):
+    svc = Service(stack, "audit_retention").start()
+    try:
+        tenant_id, key = svc.tenant("ret")
+        c = Client(svc.url, key, tenant_id)
+        assert c.batch([ev(i) for i in range(30)]).status_code == 202
+        wait_stored(svc, tenant_id, 30)
+        now = datetime.now(UTC)
+        very_old, boundary_old = now - timedelta(days=200), now - timedelta(days=91)
+
+        async def age_rows() -> None:
+            conn = await asyncpg.connect(svc.database_url, server_settings={"TimeZone": "UTC"})
+            try:
+                await db.ensure_partitions(conn, very_old, 2)
+                # Row movement across partitions: seq 1-10 become 200 days old, 11-20 91 days.
+                await conn.execute(
+                    "UPDATE audit_logs SET created_at = $2 WHERE tenant_id = $1 AND seq <= 10", c.tenant_id, very_old
+                )
+                await conn.execute(
+                    "UPDATE audit_logs SET created_at = $2::timestamptz + (seq || ' seconds')::interval "
+                    "WHERE tenant_id = $1 AND seq BETWEEN 11 AND 20",
+                    c.tenant_id,
+                    boundary_old,
+                )
+            finally:
+                await conn.close()
+
+        asyncio.run(age_rows())
+        before = sql(svc.database_url, "SELECT count(*) AS n FROM audit_logs")[0]["n"]
+        dry = run_cli(svc.env, "retention", "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        dry_report = json.loads(dry.stdout)
+        assert dry_report["dry_run"] and dry_report["removed_rows"] == 20
+        assert sql(svc.database_url, "SELECT count(*) AS n FROM audit_logs")[0]["n"] == before  # nothing changed
+
+        out = run_cli(svc.env, "retention")
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)
+        old_part = db.partition_name(db.month_start(very_old))
+        assert old_part in [p["name"] for p in report["dropped_partitions"]]
+        assert report["removed_rows"] == 20
+        remaining = sql(svc.database_url, "SELECT seq FROM audit_logs WHERE tenant_id = $1 ORDER BY seq", tenant_id)
+        assert [r["seq"] for r in remaining] == list(range(21, 31))
+        assert c.verify() == {"valid": True, "checked": 10, "first_invalid": None, "reason": None}
+
+        again = json.loads(run_cli(svc.env, "retention").stdout)
+        assert again["removed_rows"] == 0 and again["dropped_partitions"] == []
+
+        # Deleting the oldest remaining row is still caught: the anchor names its predecessor.
+        sql(svc.database_url, "DELETE FROM audit_logs WHERE tenant_id = $1 AND seq = 21", tenant_id)
+        assert c.verify()["valid"] is False
+    finally:
+        svc.stop()
+
+
+def test_migrate_is_safe_twice_and_from_several_hosts_at_once(stack):
+    url = stack.pg.create_database("audit_migrate")
+    env = stack.env(url)
+    procs = [
+        subprocess.Popen([str(VENV_BIN / "audit-service"), "migrate"], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sum(1 for o in outs if o["changed"]) == 1  # exactly one applied it
+    versions = sql(url, "SELECT version FROM schema_migrations")
+    assert [r["version"] for r in versions] == [1]
+    second = run_cli(env, "migrate")
+    assert second.returncode == 0 and json.loads(second.stdout) == {"applied": [], "changed": False}
+
+
+def test_a_changed_migration_is_refused(stack):
+    url = stack.pg.create_database("audit_migrate_changed")
+    env = stack.env(url)
+    assert run_cli(env, "migrate").returncode == 0
+    sql(url, "UPDATE schema_migrations SET checksum = 'x' WHERE version = 1")
+    out = run_cli(env, "migrate")
+    assert out.returncode == 1 and "was changed after it was applied" in out.stderr
+
+
+def test_cli_tenants_and_keys(service):
+    out = run_cli(service.env, "create-tenant", "cli-tenant")
+    assert out.returncode == 0
+    tenant_id = json.loads(out.stdout)["tenant_id"]
+    dup = run_cli(service.env, "create-tenant", "cli-tenant")
+    assert dup.returncode == 1 and "already exists" in dup.stderr
+    key_out = run_cli(service.env, "create-api-key", "cli-tenant")
+    key = json.loads(key_out.stdout)["api_key"]
+    stored = sql(service.database_url, "SELECT key_hash, key_prefix FROM api_keys WHERE tenant_id = $1", tenant_id)
+    assert stored[0]["key_hash"] == hashlib.sha256(key.encode()).hexdigest()
+    dump = sql(service.database_url, "SELECT string_agg(api_keys::text, ',') AS t FROM api_keys")[0]["t"]
+    assert key not in dump  # only the hash is kept
+    assert Client(service.url, key, tenant_id).list().status_code == 200
+    # By id too; an unknown tenant is named in the error.
+    assert run_cli(service.env, "create-api-key", tenant_id).returncode == 0
+    missing = run_cli(service.env, "create-api-key", "no-such-tenant")
+    assert missing.returncode == 1 and "no-such-tenant" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("DATABASE_POOL_SIZE", "many"), ("API_TIMEOUT", "-1"), ("NATS_URL", "http://x")]
+)
+def test_bad_config_stops_start_up_naming_the_variable(service, name, value):
+    for command in ("api", "worker", "migrate"):
+        out = run_cli({**service.env, name: value}, command)
+        assert out.returncode == 2
+        assert name in out.stderr and "configuration error" in out.stderr
