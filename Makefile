@@ -5,7 +5,7 @@ VENV  := .venv/bin
 .PHONY: demo test deps lint test-unit test-service bench clean
 
 demo: deps                     ## run the service on real components locally and ingest sample events
-	$(VENV)/python scripts/demo_local.py
+	$(VENV)/python scripts/demo_local.py $(ARGS)
 
 test: deps lint                ## everything CI runs
 	$(VENV)/pytest -q -p no:cacheprovider

@@ -82,11 +82,20 @@ class Postgres:
             pw = pwd.getpwnam(self.as_user)
             for path in (self.dir, pwfile):
                 os.chown(path, pw.pw_uid, pw.pw_gid)
-            os.chmod(self.dir.parent, 0o755)
+            os.chmod(self.dir.parent, 0o755)  # noqa: S103 - postgres must traverse it
         self._run(
-            str(self.bindir / "initdb"), "-D", str(self.dir / "data"), "-U", "postgres",
-            "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}",
-            "--data-checksums", "-E", "UTF8", "--locale=C.UTF-8",
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.dir / "data"),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "--data-checksums",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
         )
         pwfile.unlink()
 
@@ -96,23 +105,47 @@ class Postgres:
             f"-c fsync={'on' if self.fsync else 'off'} -c shared_buffers=256MB"
         )
         self._run(
-            str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-l", str(self.dir / "log"),
-            "-o", opts, "-w", "-t", "60", "start",
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.dir / "data"),
+            "-l",
+            str(self.dir / "log"),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            "60",
+            "start",
         )
 
     def stop(self, mode: str = "fast") -> None:
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-m", mode, "-w", "stop", check=False)
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-m", mode, "-w", "stop", check=False
+        )
 
     def psql(self, sql: str, db: str = "postgres") -> str:
         out = self._run(
-            str(self.bindir / "psql"), "-h", str(self.dir), "-p", str(self.port), "-U", "postgres",
-            "-d", db, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql,
+            str(self.bindir / "psql"),
+            "-h",
+            str(self.dir),
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qAt",
+            "-c",
+            sql,
         )
         return out.stdout.strip()
 
     def create_database(self, name: str, user: str = "audit_user") -> str:
         """A database owned by `user` (created if needed); returns its DATABASE_URL."""
-        exists = self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{user}'")
+        # Names and the password are the test's own, never input.
+        exists = self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{user}'")  # noqa: S608
         if not exists:
             self.psql(f"CREATE ROLE {user} LOGIN PASSWORD '{self.password}'")
         self.psql(f"CREATE DATABASE {name} OWNER {user}")
@@ -133,10 +166,27 @@ class Redis:
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [_need("redis-server", "redis-server"), "--port", str(self.port), "--bind", LOOPBACK,
-             "--save", "", "--appendonly", "no", "--dir", str(self.dir), "--requirepass", self.password,
-             "--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru"],
-            stdout=open(self.dir / "log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+            [
+                _need("redis-server", "redis-server"),
+                "--port",
+                str(self.port),
+                "--bind",
+                LOOPBACK,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+                "--requirepass",
+                self.password,
+                "--maxmemory",
+                "256mb",
+                "--maxmemory-policy",
+                "allkeys-lru",
+            ],
+            stdout=open(self.dir / "log", "ab"),  # noqa: SIM115 - the child keeps it open
+            stderr=subprocess.STDOUT,
         )
         wait_port(self.port)
 
@@ -171,7 +221,8 @@ class Nats:
         )
         self.proc = subprocess.Popen(
             [_need("nats-server", "nats-server"), "-c", str(conf)],
-            stdout=open(self.dir / "log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+            stdout=open(self.dir / "log", "ab"),  # noqa: SIM115 - the child keeps it open
+            stderr=subprocess.STDOUT,
         )
         wait_port(self.port)
         wait_port(self.monitor_port)

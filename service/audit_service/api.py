@@ -27,7 +27,6 @@ from .models import (
     Accepted,
     BatchAccepted,
     BatchIn,
-    ComponentHealth,
     EventIn,
     EventOut,
     EventPage,
@@ -189,7 +188,9 @@ async def _accept(request: Request, tenant_id: uuid.UUID, events: list[EventIn])
     except (NatsError, TimeoutError, OSError) as exc:
         metrics.events_rejected.labels("queue_unavailable").inc(len(events))
         log.warning("publish failed", extra={"error": str(exc) or type(exc).__name__})
-        raise HTTPException(503, "event queue did not acknowledge; retry", headers={"Retry-After": "1"}) from None
+        raise HTTPException(
+            503, "event queue did not acknowledge; retry", headers={"Retry-After": "1"}
+        ) from None
     metrics.events_accepted.inc(len(events))
     return ids
 
@@ -295,26 +296,41 @@ def create_app(settings: config.Settings | None = None) -> FastAPI:
             except ValueError as exc:
                 raise HTTPException(422, f"cursor: {exc}") from None
         params = {
-            "actor": actor, "action": action, "target": target, "outcome": outcome,
-            "since": since.isoformat() if since else None, "until": until.isoformat() if until else None,
-            "limit": limit, "cursor": before,
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "outcome": outcome,
+            "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
+            "limit": limit,
+            "cursor": before,
         }
         body, cache_key = await st.cache.get_query(tenant, params)
         if body is not None:
             return Response(body, media_type="application/json", headers={"X-Cache": "hit"})
         items, next_seq = await store.query_events(
-            st.pool, tenant, actor=actor, action=action, target=target, outcome=outcome,
-            since=since, until=until, limit=limit, before_seq=before,
+            st.pool,
+            tenant,
+            actor=actor,
+            action=action,
+            target=target,
+            outcome=outcome,
+            since=since,
+            until=until,
+            limit=limit,
+            before_seq=before,
         )
-        body = dumps(
-            {"items": items, "next_cursor": store.encode_cursor(next_seq) if next_seq else None}
-        )
+        body = dumps({"items": items, "next_cursor": store.encode_cursor(next_seq) if next_seq else None})
         if cache_key:
             await st.cache.put_query(cache_key, body)
         return Response(body, media_type="application/json", headers={"X-Cache": "miss"})
 
-    @app.get("/api/v1/audit/logs/{event_id}", response_model=EventOut, tags=["audit"],
-             responses={404: {"description": "No such event for this tenant"}})
+    @app.get(
+        "/api/v1/audit/logs/{event_id}",
+        response_model=EventOut,
+        tags=["audit"],
+        responses={404: {"description": "No such event for this tenant"}},
+    )
     async def get_event(request: Request, event_id: uuid.UUID, tenant: Tenant) -> Response:
         event = await store.get_event(_state(request).pool, tenant, event_id)
         if event is None:
@@ -332,8 +348,12 @@ def create_app(settings: config.Settings | None = None) -> FastAPI:
     async def liveness() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/api/v1/metrics/health", response_model=HealthOut, tags=["health"],
-             responses={503: {"description": "Unhealthy", "model": HealthOut}})
+    @app.get(
+        "/api/v1/metrics/health",
+        response_model=HealthOut,
+        tags=["health"],
+        responses={503: {"description": "Unhealthy", "model": HealthOut}},
+    )
     async def health(request: Request) -> Response:
         st = _state(request)
         components = await probe_components(st)
@@ -462,8 +482,13 @@ class RequestContext:
                 if not deadline.expired() or started:
                     raise
                 body = dumps({"detail": f"request took longer than API_TIMEOUT={self.timeout}s"})
-                await send_with_id({"type": "http.response.start", "status": 504,
-                                    "headers": [(b"content-type", b"application/json")]})
+                await send_with_id(
+                    {
+                        "type": "http.response.start",
+                        "status": 504,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
                 await send_with_id({"type": "http.response.body", "body": body})
         finally:
             elapsed = time.perf_counter() - start
@@ -473,6 +498,11 @@ class RequestContext:
             metrics.http_latency.labels(method, label).observe(elapsed)
             log.info(
                 "Request completed",
-                extra={"method": method, "path": path, "status": status, "duration_ms": round(elapsed * 1000, 2)},
+                extra={
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
             )
             jsonlog.correlation_id.reset(token)

@@ -67,6 +67,17 @@ def consumer_config(settings: Any) -> ConsumerConfig:
     )
 
 
+def replay_consumer_config(start_seq: int) -> ConsumerConfig:
+    # Ephemeral: removed by the server a minute after the replay stops using it.
+    return ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=start_seq,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=60.0,
+        inactive_threshold=60.0,
+    )
+
+
 async def connect(settings: Any, name: str, **callbacks: Any) -> tuple[Client, JetStreamContext]:
     async def on_error(exc: Exception) -> None:
         log.warning("nats error", extra={"error": str(exc)})
@@ -101,7 +112,15 @@ async def ensure_stream(js: JetStreamContext, settings: Any) -> dict[str, Any]:
         return {"created": True, "changed": {}}
     have = info.config
     diff = {}
-    for field in ("subjects", "retention", "storage", "max_age", "duplicate_window", "discard", "num_replicas"):
+    for field in (
+        "subjects",
+        "retention",
+        "storage",
+        "max_age",
+        "duplicate_window",
+        "discard",
+        "num_replicas",
+    ):
         if getattr(have, field) != getattr(wanted, field):
             diff[field] = {"before": getattr(have, field), "after": getattr(wanted, field)}
     if diff:
@@ -127,8 +146,9 @@ def message_id(event_ids: list[str]) -> str:
     return "batch-" + hashlib.sha256("\n".join(event_ids).encode()).hexdigest()
 
 
-async def publish(js: JetStreamContext, nc: Client, settings: Any, tenant_id: Any, payload: bytes,
-                  event_ids: list[str]) -> int:
+async def publish(
+    js: JetStreamContext, nc: Client, settings: Any, tenant_id: Any, payload: bytes, event_ids: list[str]
+) -> int:
     """Publish one request's events; returns the stream sequence once JetStream has acked."""
     if len(payload) > nc.max_payload:
         raise PayloadTooLarge(

@@ -100,6 +100,17 @@ def cmd_retention(settings: config.Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(settings: config.Settings, args: argparse.Namespace) -> int:
+    from . import jsonlog, worker
+
+    if args.from_seq is not None and args.from_seq < 1:
+        raise ValueError(f"--from-seq must be at least 1 (got {args.from_seq})")
+    jsonlog.setup(settings.log_level, "audit-replay", sys.stderr)  # stdout carries the report
+    report = asyncio.run(worker.Worker(settings).replay(args.from_seq))
+    print(dumps(report).decode())
+    return 0
+
+
 def cmd_check_config(settings: config.Settings, args: argparse.Namespace) -> int:
     print(dumps(settings.safe_summary()).decode())
     return 0
@@ -124,9 +135,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--days", type=int, help="override RETENTION_DAYS")
     r.add_argument("--dry-run", action="store_true", help="report what would be removed")
     r.set_defaults(func=cmd_retention)
-    sub.add_parser("check-config", help="validate the environment and print it (secrets masked)").set_defaults(
-        func=cmd_check_config
-    )
+    rp = sub.add_parser("replay", help="store the stream's events again (catch up a restored database)")
+    rp.add_argument("--from-seq", type=int, help="first stream sequence (default: the stream's first)")
+    rp.set_defaults(func=cmd_replay)
+    sub.add_parser(
+        "check-config", help="validate the environment and print it (secrets masked)"
+    ).set_defaults(func=cmd_check_config)
     return p
 
 

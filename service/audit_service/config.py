@@ -192,6 +192,10 @@ def load(env: Mapping[str, str] | None = None, *, require_database: bool = True)
     if values["stream_name"] and not all(c.isalnum() or c in "-_" for c in values["stream_name"]):
         raise ConfigError("STREAM_NAME may contain only letters, digits, '-' and '_'")
     prefix = values["stream_subject_prefix"]
-    if not prefix or any(not part or not all(c.isalnum() or c in "-_" for c in part) for part in prefix.split(".")):
-        raise ConfigError("STREAM_SUBJECT_PREFIX must be dot-separated tokens of letters, digits, '-' and '_'")
+    if not prefix or any(
+        not part or not all(c.isalnum() or c in "-_" for c in part) for part in prefix.split(".")
+    ):
+        raise ConfigError(
+            "STREAM_SUBJECT_PREFIX must be dot-separated tokens of letters, digits, '-' and '_'"
+        )
     return Settings(**values)

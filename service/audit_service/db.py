@@ -88,7 +88,9 @@ async def migrate(conn: asyncpg.Connection, months_ahead: int = 2) -> list[str]:
                    checksum   text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        done = {r["version"]: r for r in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")}
+        done = {
+            r["version"]: r for r in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
+        }
         for mig in load_migrations():
             if mig.version in done:
                 if done[mig.version]["checksum"] != mig.checksum:

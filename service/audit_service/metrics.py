@@ -21,11 +21,12 @@ from prometheus_client import (
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
-http_requests = Counter(
-    "audit_http_requests_total", "HTTP requests handled", ["method", "route", "status"]
-)
+http_requests = Counter("audit_http_requests_total", "HTTP requests handled", ["method", "route", "status"])
 http_latency = Histogram(
-    "audit_http_request_duration_seconds", "HTTP request latency", ["method", "route"], buckets=LATENCY_BUCKETS
+    "audit_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=LATENCY_BUCKETS,
 )
 events_accepted = Counter("audit_events_accepted_total", "Events acknowledged by JetStream and answered 202")
 events_rejected = Counter("audit_events_rejected_total", "Events refused", ["reason"])
@@ -33,12 +34,16 @@ events_rejected = Counter("audit_events_rejected_total", "Events refused", ["rea
 events_stored = Counter("audit_worker_events_stored_total", "Events written to PostgreSQL by the worker")
 events_duplicate = Counter("audit_worker_events_duplicate_total", "Redelivered or re-sent events skipped")
 worker_batches = Counter("audit_worker_batches_total", "Batches committed by the worker")
-worker_errors = Counter("audit_worker_errors_total", "Batches that failed and were left for redelivery", ["kind"])
+worker_errors = Counter(
+    "audit_worker_errors_total", "Batches that failed and were left for redelivery", ["kind"]
+)
 worker_batch_seconds = Histogram(
     "audit_worker_batch_duration_seconds", "Time to store one batch", buckets=LATENCY_BUCKETS
 )
 worker_lag = Gauge(
-    "audit_worker_lag_seconds", "Age of the newest stored event when it was committed", multiprocess_mode="max"
+    "audit_worker_lag_seconds",
+    "Age of the newest stored event when it was committed",
+    multiprocess_mode="max",
 )
 
 # Filled at scrape time by the API from PostgreSQL and JetStream.
@@ -50,14 +55,20 @@ queue_ack_pending = Gauge(
     "audit_queue_consumer_ack_pending", "Messages delivered but not yet acked", multiprocess_mode="mostrecent"
 )
 chain_head_seq = Gauge(
-    "audit_chain_head_seq", "Newest link of each tenant's hash chain", ["tenant_id", "tenant"],
+    "audit_chain_head_seq",
+    "Newest link of each tenant's hash chain",
+    ["tenant_id", "tenant"],
     multiprocess_mode="mostrecent",
 )
 component_up = Gauge(
-    "audit_component_up", "1 when a dependency answered the last probe", ["component"],
+    "audit_component_up",
+    "1 when a dependency answered the last probe",
+    ["component"],
     multiprocess_mode="mostrecent",
 )
-db_pool = Gauge("audit_db_pool_connections", "Database pool connections", ["state"], multiprocess_mode="mostrecent")
+db_pool = Gauge(
+    "audit_db_pool_connections", "Database pool connections", ["state"], multiprocess_mode="mostrecent"
+)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -22,6 +22,7 @@ EVENT_COLUMNS = (
     "source_ip, user_agent, metadata, correlation_id, stream_seq, prev_hash, hash"
 )
 
+# The column list is a constant, not input.
 INSERT_SQL = f"""
 INSERT INTO audit_logs ({EVENT_COLUMNS})
 SELECT $1::uuid, u.seq, u.event_id, u.created_at, u.occurred_at, u.actor, u.action, u.target,
@@ -33,7 +34,7 @@ SELECT $1::uuid, u.seq, u.event_id, u.created_at, u.occurred_at, u.actor, u.acti
        AS u(seq, event_id, created_at, occurred_at, actor, action, target, outcome, source_ip,
             user_agent, metadata, correlation_id, stream_seq, prev_hash, hash)
 ON CONFLICT DO NOTHING
-"""
+"""  # noqa: S608
 
 
 # --- tenants and keys -------------------------------------------------------------------------
@@ -128,7 +129,9 @@ async def append(conn: asyncpg.Connection, pending: Iterable[Pending]) -> Append
     result = AppendResult(heads={})
     for tenant_id in sorted(by_tenant):
         items = by_tenant[tenant_id]
-        head = await conn.fetchrow("SELECT seq, hash FROM chain_heads WHERE tenant_id = $1 FOR UPDATE", tenant_id)
+        head = await conn.fetchrow(
+            "SELECT seq, hash FROM chain_heads WHERE tenant_id = $1 FOR UPDATE", tenant_id
+        )
         if head is None:
             await conn.execute(
                 "INSERT INTO chain_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
@@ -294,7 +297,9 @@ async def verify(
     """Recompute the tenant's chain (or the stretch of it received between since and until)."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         head = await conn.fetchrow("SELECT seq, hash FROM chain_heads WHERE tenant_id = $1", tenant_id)
-        anchor_row = await conn.fetchrow("SELECT seq, hash FROM chain_anchors WHERE tenant_id = $1", tenant_id)
+        anchor_row = await conn.fetchrow(
+            "SELECT seq, hash FROM chain_anchors WHERE tenant_id = $1", tenant_id
+        )
         anchor = (anchor_row["seq"], anchor_row["hash"]) if anchor_row else (0, chain.GENESIS_HASH)
         whole = since is None and until is None
         lo, hi = anchor[0] + 1, None
@@ -350,5 +355,6 @@ async def verify(
 
 async def chain_heads(pool: asyncpg.Pool) -> list[asyncpg.Record]:
     return await pool.fetch(
-        "SELECT h.tenant_id, t.name, h.seq, h.updated_at FROM chain_heads h JOIN tenants t ON t.id = h.tenant_id"
+        "SELECT h.tenant_id, t.name, h.seq, h.updated_at "
+        "FROM chain_heads h JOIN tenants t ON t.id = h.tenant_id"
     )

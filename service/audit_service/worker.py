@@ -12,6 +12,7 @@ import logging
 import signal
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,6 +88,7 @@ class Worker:
         self.nc: Any = None
         self.js: Any = None
         self.known_months: set[str] = set()
+        self.totals: Counter[str] = Counter()
 
     async def _connect(self) -> Any:
         delay = 0.5
@@ -109,7 +111,9 @@ class Worker:
             return
         times = [p.event["created_at"] for p in pending]
         async with self.pool.acquire() as conn:
-            await db.ensure_partitions(conn, min(times), self.settings.partition_months_ahead, last=max(times))
+            await db.ensure_partitions(
+                conn, min(times), self.settings.partition_months_ahead, last=max(times)
+            )
             self.known_months = {p["relname"] for p in await db.partitions(conn)}
 
     async def _store(self, pending: list[store.Pending]) -> store.AppendResult:
@@ -127,6 +131,7 @@ class Worker:
             except BadMessage as exc:
                 # Cannot be stored as it is; keep it in the stream (not acked) and say so loudly.
                 metrics.worker_errors.labels("undecodable").inc()
+                self.totals["undecodable"] += 1
                 log.error("undecodable message left in the stream", extra={"error": str(exc)})
                 await msg.nak(delay=300)
                 continue
@@ -145,8 +150,10 @@ class Worker:
             result = await self._store(pending)
         except TRANSIENT_DB as exc:
             metrics.worker_errors.labels("database_unavailable").inc()
-            log.warning("store failed; messages will be redelivered",
-                        extra={"error": str(exc) or type(exc).__name__, "messages": len(chunk)})
+            log.warning(
+                "store failed; messages will be redelivered",
+                extra={"error": str(exc) or type(exc).__name__, "messages": len(chunk)},
+            )
             for msg, _ in chunk:
                 await _quiet(msg.nak(delay=RETRY_DELAY))
             await asyncio.sleep(RETRY_DELAY)
@@ -158,8 +165,11 @@ class Worker:
                     await self._commit([one])
                 return
             metrics.worker_errors.labels("unstorable").inc()
-            log.error("message cannot be stored; left in the stream",
-                      extra={"error": str(exc), "stream_seq": pending[0].stream_seq if pending else None})
+            self.totals["unstorable"] += 1
+            log.error(
+                "message cannot be stored; left in the stream",
+                extra={"error": str(exc), "stream_seq": pending[0].stream_seq if pending else None},
+            )
             await _quiet(chunk[0][0].nak(delay=300))
             return
         for msg, _ in chunk:
@@ -169,12 +179,20 @@ class Worker:
         metrics.worker_batches.inc()
         metrics.events_stored.inc(result.stored)
         metrics.events_duplicate.inc(result.duplicates)
+        self.totals.update(messages=len(chunk), stored=result.stored, duplicates=result.duplicates)
         oldest = min(p.event["created_at"] for p in pending)
         metrics.worker_lag.set((datetime.now(UTC) - oldest).total_seconds())
         if result.heads:
             await self.cache.invalidate(result.heads.keys())
-        log.debug("batch stored", extra={"stored": result.stored, "duplicates": result.duplicates,
-                                         "messages": len(chunk), "duration_ms": round(elapsed * 1000, 2)})
+        log.debug(
+            "batch stored",
+            extra={
+                "stored": result.stored,
+                "duplicates": result.duplicates,
+                "messages": len(chunk),
+                "duration_ms": round(elapsed * 1000, 2),
+            },
+        )
 
     async def run(self) -> None:
         self.pool = await db.create_pool(self.settings, "audit-worker", min_size=0)
@@ -207,6 +225,43 @@ class Worker:
         await _quiet(asyncio.wait_for(self.pool.close(), 10))
         await self.cache.close()
         log.info("worker stopped")
+
+    async def replay(self, from_seq: int | None = None) -> dict[str, Any]:
+        """Store every event of the stream from `from_seq` (default: its first message) on.
+
+        After a restore from backup this brings the database up to date: events it already has
+        are recognised and skipped, the rest are appended to their chains. Safe while the normal
+        worker runs. Ends once it has passed the stream's last message as of the start.
+        """
+        self.pool = await db.create_pool(self.settings, "audit-replay", min_size=1)
+        self.nc, self.js = await broker.connect(self.settings, "audit-replay")
+        try:
+            info = await self.js.stream_info(self.settings.stream_name)
+            first, last = info.state.first_seq, info.state.last_seq
+            start = max(from_seq or first, first)
+            report: dict[str, Any] = {"stream": self.settings.stream_name, "from_seq": start, "to_seq": last}
+            if info.state.messages == 0 or start > last:
+                return {**report, "messages": 0, "stored": 0, "duplicates": 0}
+            sub = await self.js.pull_subscribe(
+                f"{self.settings.stream_subject_prefix}.>",
+                stream=self.settings.stream_name,
+                config=broker.replay_consumer_config(start),
+            )
+            seen = 0
+            while seen < last:
+                try:
+                    msgs = await sub.fetch(self.settings.worker_batch_size, timeout=2.0)
+                except NatsTimeout:
+                    break  # nothing more to deliver (the rest was removed by the stream's limits)
+                seen = max(seen, *(m.metadata.sequence.stream for m in msgs))
+                await self.handle(msgs)
+                log.info("replay progress", extra={"seq": seen, "last": last, **self.totals})
+            await _quiet(sub.unsubscribe())
+            return {**report, "messages": 0, "stored": 0, "duplicates": 0, **self.totals}
+        finally:
+            await _quiet(self.nc.close())
+            await self.pool.close()
+            await self.cache.close()
 
 
 async def _quiet(coro: Any) -> None:

@@ -16,7 +16,13 @@ from stack import Service
 
 
 def ev(i: int = 0, **over):
-    return {"actor": f"user-{i}", "action": "document.read", "target": f"doc-{i}", "outcome": "success", **over}
+    return {
+        "actor": f"user-{i}",
+        "action": "document.read",
+        "target": f"doc-{i}",
+        "outcome": "success",
+        **over,
+    }
 
 
 def test_single_event_is_stored_with_its_correlation_id(service, tenant):
@@ -100,7 +106,9 @@ def test_admin_key_names_a_tenant(service, tenant):
 
 
 def test_filters_and_time_window(service, tenant):
-    tenant.batch([ev(i, outcome="failure" if i % 3 == 0 else "success", action=f"act-{i % 2}") for i in range(30)])
+    tenant.batch(
+        [ev(i, outcome="failure" if i % 3 == 0 else "success", action=f"act-{i % 2}") for i in range(30)]
+    )
     wait_stored(service, tenant.tenant_id, 30)
     items = tenant.list(outcome="failure", limit=1000).json()["items"]
     assert len(items) == 10 and all(i["outcome"] == "failure" for i in items)
@@ -148,7 +156,9 @@ def test_query_cache_serves_repeats_and_never_stale_pages(service, tenant):
     tenant.post(ev(2))
     wait_stored(service, tenant.tenant_id, 2)
     # The worker bumps the tenant's cache generation after commit.
-    third = wait_for(lambda: (r := tenant.list(limit=10)).json()["items"].__len__() == 2 and r, 5, what="fresh page")
+    third = wait_for(
+        lambda: (r := tenant.list(limit=10)).json()["items"].__len__() == 2 and r, 5, what="fresh page"
+    )
     assert third.headers["x-cache"] == "miss"
 
 
@@ -179,7 +189,9 @@ def test_redis_down_keeps_reads_and_writes_working_and_health_degraded(stack, li
     stack.redis.stop()
     try:
         health = wait_for(
-            lambda: (r := httpx.get(f"{limited.url}/api/v1/metrics/health")).json()["status"] == "degraded" and r,
+            lambda: (
+                (r := httpx.get(f"{limited.url}/api/v1/metrics/health")).json()["status"] == "degraded" and r
+            ),
             10,
             what="degraded health",
         )
@@ -226,7 +238,7 @@ def test_prometheus_metrics(service, tenant):
         "audit_db_pool_connections",
     ):
         assert f"\n{name}" in text, name
-    assert f'audit_chain_head_seq{{tenant="' in text
+    assert 'audit_chain_head_seq{tenant="' in text
     line = next(x for x in text.splitlines() if f'tenant_id="{tenant.tenant_id}"' in x)
     assert line.endswith(" 3.0")
     assert 'route="/api/v1/audit/logs/batch"' in text  # route templates, not raw paths
@@ -242,7 +254,10 @@ def test_worker_exports_its_own_metrics(stack):
         Client(svc.url, key, tenant_id).batch([ev(i) for i in range(5)])
         wait_stored(svc, tenant_id, 5)
         text = wait_for(
-            lambda: "audit_worker_events_stored_total 5.0" in (t := httpx.get(f"http://127.0.0.1:{port}/").text) and t,
+            lambda: (
+                "audit_worker_events_stored_total 5.0" in (t := httpx.get(f"http://127.0.0.1:{port}/").text)
+                and t
+            ),
             10,
             what="worker metrics",
         )
@@ -255,7 +270,9 @@ def test_json_log_lines_carry_correlation_and_duration(service, tenant):
     cid = f"log-test-{uuid.uuid4()}"
     tenant.post(ev(), headers={"X-Correlation-ID": cid})
     lines = wait_for(
-        lambda: [json.loads(x) for x in service.api.log().splitlines() if cid in x] or None, 5, what="log lines"
+        lambda: [json.loads(x) for x in service.api.log().splitlines() if cid in x] or None,
+        5,
+        what="log lines",
     )
     incoming = [x for x in lines if x["message"] == "Incoming request"]
     done = [x for x in lines if x["message"] == "Request completed"]
@@ -283,6 +300,9 @@ def test_concurrent_clients_get_distinct_consecutive_seqs(service, tenant):
         t.join()
     assert not errors
     wait_stored(service, tenant.tenant_id, 200)
-    seqs = [r["seq"] for r in sql(service.database_url, "SELECT seq FROM audit_logs WHERE tenant_id=$1", tenant.tenant_id)]
+    seqs = [
+        r["seq"]
+        for r in sql(service.database_url, "SELECT seq FROM audit_logs WHERE tenant_id=$1", tenant.tenant_id)
+    ]
     assert sorted(seqs) == list(range(1, 201))
     assert tenant.verify()["valid"]

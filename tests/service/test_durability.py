@@ -67,12 +67,18 @@ def assert_exactly_once(svc: Service, tenant_id: str, acked: list[str], timeout:
 
     wait_for(all_there, timeout, 0.5, what=f"{len(acked)} acknowledged events stored")
     time.sleep(1)  # late duplicates, if any, would land now
-    rows = sql(svc.database_url, "SELECT event_id::text AS id FROM audit_logs WHERE tenant_id = $1", tenant_id)
+    rows = sql(
+        svc.database_url, "SELECT event_id::text AS id FROM audit_logs WHERE tenant_id = $1", tenant_id
+    )
     stored = [r["id"] for r in rows]
     assert len(stored) == len(set(stored)), "an event was stored twice"
     assert set(acked) <= set(stored), f"{len(set(acked) - set(stored))} acknowledged events lost"
-    verify = httpx.get(f"{svc.url}/api/v1/audit/verify", params={"tenant_id": tenant_id},
-                       headers={"X-API-Key": svc.admin_key}, timeout=60).json()
+    verify = httpx.get(
+        f"{svc.url}/api/v1/audit/verify",
+        params={"tenant_id": tenant_id},
+        headers={"X-API-Key": svc.admin_key},
+        timeout=60,
+    ).json()
     assert verify["valid"] and verify["checked"] == len(stored)
 
 
@@ -82,7 +88,9 @@ def test_worker_killed_with_sigkill_mid_run(svc):
     sender.start()
     wait_for(
         lambda: sql(svc.database_url, "SELECT count(*) AS n FROM audit_logs")[0]["n"] > 500,
-        30, 0.05, what="the worker to be busy",
+        30,
+        0.05,
+        what="the worker to be busy",
     )
     svc.workers[0].stop(signal.SIGKILL)  # no chance to ack, commit or clean up
     stored_at_kill = sql(svc.database_url, "SELECT count(*) AS n FROM audit_logs")[0]["n"]

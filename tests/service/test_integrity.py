@@ -35,7 +35,11 @@ def test_verify_finds_a_row_changed_with_sql(service, tenant):
     rows = fill(service, tenant, 20)
     assert tenant.verify()["valid"]
     victim = rows[7]
-    sql(service.database_url, "UPDATE audit_logs SET actor = 'mallory' WHERE event_id = $1", victim["event_id"])
+    sql(
+        service.database_url,
+        "UPDATE audit_logs SET actor = 'mallory' WHERE event_id = $1",
+        victim["event_id"],
+    )
     result = tenant.verify()
     assert result["valid"] is False
     assert result["first_invalid"] == str(victim["event_id"])
@@ -75,14 +79,20 @@ def test_cutting_off_the_newest_rows_is_detected_and_visible_in_metrics(service,
     assert result["valid"] is False and "seq 20" in result["reason"]
     # The chain head stays exported: a monitoring system that saw seq 20 sees it still.
     text = httpx.get(f"{service.url}/api/v1/metrics").text
-    assert any(f'tenant_id="{tenant.tenant_id}"' in line and line.endswith(" 20.0") for line in text.splitlines())
+    assert any(
+        f'tenant_id="{tenant.tenant_id}"' in line and line.endswith(" 20.0") for line in text.splitlines()
+    )
 
 
 def test_verify_a_time_window(service, tenant):
     rows = fill(service, tenant, 10)
     since = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
     assert tenant.verify(since=since)["checked"] == 10
-    sql(service.database_url, "UPDATE audit_logs SET outcome = 'failure' WHERE event_id = $1", rows[4]["event_id"])
+    sql(
+        service.database_url,
+        "UPDATE audit_logs SET outcome = 'failure' WHERE event_id = $1",
+        rows[4]["event_id"],
+    )
     assert tenant.verify(since=since)["first_invalid"] == str(rows[4]["event_id"])
     assert tenant.verify(until=(datetime.now(UTC) - timedelta(hours=1)).isoformat())["checked"] == 0
 
@@ -107,7 +117,9 @@ def test_concurrent_workers_never_fork_a_chain(stack):
         assert not errors
         for c in clients:
             wait_stored(svc, c.tenant_id, 600)
-            seqs = sql(svc.database_url, "SELECT seq FROM audit_logs WHERE tenant_id = $1 ORDER BY seq", c.tenant_id)
+            seqs = sql(
+                svc.database_url, "SELECT seq FROM audit_logs WHERE tenant_id = $1 ORDER BY seq", c.tenant_id
+            )
             assert [r["seq"] for r in seqs] == list(range(1, 601))
             assert c.verify() == {"valid": True, "checked": 600, "first_invalid": None, "reason": None}
         # All three workers took part.
@@ -131,7 +143,10 @@ def test_partitions_and_index_exist(service):
         expected.append(db.partition_name(ahead))
         ahead = db.next_month(ahead)
     assert set(expected) <= set(names)
-    idx = sql(service.database_url, "SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_audit_logs_tenant_created'")
+    idx = sql(
+        service.database_url,
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_audit_logs_tenant_created'",
+    )
     assert "(tenant_id, created_at)" in idx[0]["indexdef"]
 
 
@@ -151,7 +166,9 @@ def test_retention_drops_old_partitions_deletes_boundary_rows_and_keeps_chains_v
                 await db.ensure_partitions(conn, very_old, 2)
                 # Row movement across partitions: seq 1-10 become 200 days old, 11-20 91 days.
                 await conn.execute(
-                    "UPDATE audit_logs SET created_at = $2 WHERE tenant_id = $1 AND seq <= 10", c.tenant_id, very_old
+                    "UPDATE audit_logs SET created_at = $2 WHERE tenant_id = $1 AND seq <= 10",
+                    c.tenant_id,
+                    very_old,
                 )
                 await conn.execute(
                     "UPDATE audit_logs SET created_at = $2::timestamptz + (seq || ' seconds')::interval "
@@ -168,7 +185,9 @@ def test_retention_drops_old_partitions_deletes_boundary_rows_and_keeps_chains_v
         assert dry.returncode == 0, dry.stderr
         dry_report = json.loads(dry.stdout)
         assert dry_report["dry_run"] and dry_report["removed_rows"] == 20
-        assert sql(svc.database_url, "SELECT count(*) AS n FROM audit_logs")[0]["n"] == before  # nothing changed
+        assert (
+            sql(svc.database_url, "SELECT count(*) AS n FROM audit_logs")[0]["n"] == before
+        )  # nothing changed
 
         out = run_cli(svc.env, "retention")
         assert out.returncode == 0, out.stderr
@@ -176,7 +195,9 @@ def test_retention_drops_old_partitions_deletes_boundary_rows_and_keeps_chains_v
         old_part = db.partition_name(db.month_start(very_old))
         assert old_part in [p["name"] for p in report["dropped_partitions"]]
         assert report["removed_rows"] == 20
-        remaining = sql(svc.database_url, "SELECT seq FROM audit_logs WHERE tenant_id = $1 ORDER BY seq", tenant_id)
+        remaining = sql(
+            svc.database_url, "SELECT seq FROM audit_logs WHERE tenant_id = $1 ORDER BY seq", tenant_id
+        )
         assert [r["seq"] for r in remaining] == list(range(21, 31))
         assert c.verify() == {"valid": True, "checked": 10, "first_invalid": None, "reason": None}
 
@@ -194,7 +215,9 @@ def test_migrate_is_safe_twice_and_from_several_hosts_at_once(stack):
     url = stack.pg.create_database("audit_migrate")
     env = stack.env(url)
     procs = [
-        subprocess.Popen([str(VENV_BIN / "audit-service"), "migrate"], env=env, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [str(VENV_BIN / "audit-service"), "migrate"], env=env, stdout=subprocess.PIPE, text=True
+        )
         for _ in range(4)
     ]
     outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
@@ -223,7 +246,9 @@ def test_cli_tenants_and_keys(service):
     assert dup.returncode == 1 and "already exists" in dup.stderr
     key_out = run_cli(service.env, "create-api-key", "cli-tenant")
     key = json.loads(key_out.stdout)["api_key"]
-    stored = sql(service.database_url, "SELECT key_hash, key_prefix FROM api_keys WHERE tenant_id = $1", tenant_id)
+    stored = sql(
+        service.database_url, "SELECT key_hash, key_prefix FROM api_keys WHERE tenant_id = $1", tenant_id
+    )
     assert stored[0]["key_hash"] == hashlib.sha256(key.encode()).hexdigest()
     dump = sql(service.database_url, "SELECT string_agg(api_keys::text, ',') AS t FROM api_keys")[0]["t"]
     assert key not in dump  # only the hash is kept
@@ -242,3 +267,40 @@ def test_bad_config_stops_start_up_naming_the_variable(service, name, value):
         out = run_cli({**service.env, name: value}, command)
         assert out.returncode == 2
         assert name in out.stderr and "configuration error" in out.stderr
+
+
+def test_replay_catches_up_a_database_restored_from_an_older_backup(service, tenant):
+    rows = fill(service, tenant, 50)
+    # As if the database came back from a backup taken when the chain was at seq 20.
+    at_20 = sql(
+        service.database_url,
+        "SELECT hash FROM audit_logs WHERE tenant_id = $1 AND seq = 20",
+        tenant.tenant_id,
+    )
+    sql(service.database_url, "DELETE FROM audit_logs WHERE tenant_id = $1 AND seq > 20", tenant.tenant_id)
+    sql(
+        service.database_url,
+        "UPDATE chain_heads SET seq = 20, hash = $2 WHERE tenant_id = $1",
+        tenant.tenant_id,
+        at_20[0]["hash"],
+    )
+    first_seq = sql(
+        service.database_url,
+        "SELECT min(stream_seq) AS s FROM audit_logs WHERE tenant_id = $1",
+        tenant.tenant_id,
+    )[0]["s"]
+    out = run_cli(service.env, "replay", "--from-seq", str(first_seq))
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["stored"] == 30 and report["duplicates"] >= 20
+    after = sql(
+        service.database_url, "SELECT seq, event_id FROM audit_logs WHERE tenant_id = $1", tenant.tenant_id
+    )
+    assert sorted(r["seq"] for r in after) == list(range(1, 51))
+    assert {r["event_id"] for r in after} == {r["event_id"] for r in rows}
+    assert tenant.verify() == {"valid": True, "checked": 50, "first_invalid": None, "reason": None}
+    # A second replay changes nothing.
+    again = json.loads(run_cli(service.env, "replay", "--from-seq", str(first_seq)).stdout)
+    assert again["stored"] == 0
+    bad = run_cli(service.env, "replay", "--from-seq", "0")
+    assert bad.returncode == 1 and "--from-seq" in bad.stderr
