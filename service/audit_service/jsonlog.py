@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import socket
 import sys
 from datetime import UTC, datetime
 
@@ -19,12 +20,15 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, service: str):
         super().__init__()
         self.service = service
+        self.host = socket.gethostname()
 
     def format(self, record: logging.LogRecord) -> str:
         doc = {
             "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "service": self.service,
+            "host": self.host,
+            "process": record.process,
             "logger": record.name,
             "message": record.getMessage(),
         }

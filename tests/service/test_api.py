@@ -306,3 +306,52 @@ def test_concurrent_clients_get_distinct_consecutive_seqs(service, tenant):
     ]
     assert sorted(seqs) == list(range(1, 201))
     assert tenant.verify()["valid"]
+
+
+def test_stream_keeps_acked_messages_for_the_configured_window(service, tenant):
+    import asyncio
+
+    import nats
+
+    tenant.batch([ev(i) for i in range(3)])
+    wait_stored(service, tenant.tenant_id, 3)
+
+    async def stream_info():
+        nc = await nats.connect(service.env["NATS_URL"])
+        try:
+            return await nc.jetstream().stream_info(service.env["STREAM_NAME"])
+        finally:
+            await nc.close()
+
+    info = asyncio.run(stream_info())
+    assert info.config.storage == "file" and info.config.retention == "limits"
+    assert info.config.max_age == 7 * 86400
+    assert info.config.duplicate_window == 120
+    assert info.state.messages >= 1  # acked and stored, still kept for replay
+    seqs = sql(
+        service.database_url,
+        "SELECT DISTINCT stream_seq FROM audit_logs WHERE tenant_id = $1",
+        tenant.tenant_id,
+    )
+    assert len(seqs) == 1 and 1 <= seqs[0]["stream_seq"] <= info.state.last_seq
+
+
+def test_several_api_processes_share_one_metrics_view(stack):
+    svc = Service(stack, "audit_multiproc", API_WORKERS="2").start()
+    try:
+        tenant_id, key = svc.tenant("mp")
+        c = Client(svc.url, key, tenant_id)
+        for i in range(20):  # new connections: spread over both processes
+            assert (
+                httpx.post(f"{svc.url}/api/v1/audit/logs", json=ev(i), headers={"X-API-Key": key}).status_code
+                == 202
+            )
+        wait_stored(svc, tenant_id, 20)
+        text = httpx.get(f"{svc.url}/api/v1/metrics").text
+        accepted = next(x for x in text.splitlines() if x.startswith("audit_events_accepted_total"))
+        assert accepted.endswith(" 20.0"), accepted
+        assert c.list().status_code == 200
+        pids = {json.loads(x).get("process") for x in svc.api.log().splitlines() if '"api started"' in x}
+        assert len(pids) == 2
+    finally:
+        svc.stop()

@@ -150,7 +150,14 @@ def test_nats_killed_keeps_acknowledged_events(svc, own_stack):
     for b in range(10):
         acked += client.batch([{"actor": f"k{b}", "action": "a"} for _ in range(100)]).json()["ids"]
     own_stack.nats.stop(signal.SIGKILL)
-    own_stack.nats.start()
+    try:
+        health = httpx.get(f"{svc.url}/api/v1/metrics/health", timeout=10)
+        assert health.status_code == 503 and health.json()["components"]["nats"]["status"] == "unhealthy"
+        refused = client.post({"actor": "while-down", "action": "a"})
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert client.list().status_code == 200  # reads do not need NATS
+    finally:
+        own_stack.nats.start()
     for w in svc.workers:
         w.start()
     assert_exactly_once(svc, tenant_id, acked)
