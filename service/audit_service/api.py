@@ -113,6 +113,11 @@ class State:
         return tenant
 
 
+def _invalid_query(name: str, msg: str, kind: str = "value_error") -> RequestValidationError:
+    """A 422 in the documented shape (a list naming the parameter), like pydantic's own."""
+    return RequestValidationError([{"type": kind, "loc": ("query", name), "msg": msg, "input": None}])
+
+
 def _state(request: Request) -> State:
     return request.app.state.audit
 
@@ -130,7 +135,7 @@ async def caller_tenant(
         raise HTTPException(401, "missing X-API-Key header", headers={"WWW-Authenticate": "ApiKey"})
     if st.admin_hash and hmac.compare_digest(store.hash_key(api_key), st.admin_hash):
         if tenant_id is None:
-            raise HTTPException(422, "the admin key must name tenant_id")
+            raise _invalid_query("tenant_id", "the admin key must name tenant_id", "missing")
         if not await store.tenant_exists(st.pool, tenant_id):
             raise HTTPException(404, "tenant not found")
         return tenant_id
@@ -286,7 +291,7 @@ def create_app(settings: config.Settings | None = None) -> FastAPI:
         st = _state(request)
         for name, value in (("actor", actor), ("action", action), ("target", target)):
             if value is not None and "\x00" in value:
-                raise HTTPException(422, f"{name} must not contain NUL characters")
+                raise _invalid_query(name, "must not contain NUL characters")
         before = None
         if cursor is not None:
             try:
@@ -294,7 +299,7 @@ def create_app(settings: config.Settings | None = None) -> FastAPI:
                 if before >= INT64:
                     raise ValueError("cursor is not one this API returned")
             except ValueError as exc:
-                raise HTTPException(422, f"cursor: {exc}") from None
+                raise _invalid_query("cursor", str(exc)) from None
         params = {
             "actor": actor,
             "action": action,

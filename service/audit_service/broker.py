@@ -140,10 +140,11 @@ async def ensure_consumer(js: JetStreamContext, settings: Any) -> None:
         await js.add_consumer(settings.stream_name, wanted)
 
 
-def message_id(event_ids: list[str]) -> str:
+def message_id(tenant_id: Any, event_ids: list[str]) -> str:
+    # Event ids are unique per tenant only: two tenants may use the same one.
     if len(event_ids) == 1:
-        return event_ids[0]
-    return "batch-" + hashlib.sha256("\n".join(event_ids).encode()).hexdigest()
+        return f"{tenant_id}:{event_ids[0]}"
+    return f"{tenant_id}:batch-" + hashlib.sha256("\n".join(event_ids).encode()).hexdigest()
 
 
 async def publish(
@@ -159,7 +160,7 @@ async def publish(
         payload,
         timeout=settings.api_timeout,
         stream=settings.stream_name,
-        headers={"Nats-Msg-Id": message_id(event_ids)},
+        headers={"Nats-Msg-Id": message_id(tenant_id, event_ids)},
     )
     return ack.seq
 

@@ -10,6 +10,7 @@ same bytes for an event as written by the worker and as read back from PostgreSQ
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Iterable, Mapping
@@ -41,10 +42,15 @@ CHAINED_FIELDS = (
 )
 
 
+@functools.lru_cache(maxsize=4096)  # a batch's events share their receipt time
 def format_time(value: datetime) -> str:
-    if value.tzinfo is None:
+    """UTC, microseconds, "Z": e.g. 2026-11-27T12:00:00.000001Z (four-digit years, always)."""
+    offset = value.utcoffset()
+    if offset is None:
         raise ValueError("naive datetime in the hash chain")
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if offset:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def normalize_json(value: Any) -> Any:

@@ -22,19 +22,7 @@ EVENT_COLUMNS = (
     "source_ip, user_agent, metadata, correlation_id, stream_seq, prev_hash, hash"
 )
 
-# The column list is a constant, not input.
-INSERT_SQL = f"""
-INSERT INTO audit_logs ({EVENT_COLUMNS})
-SELECT $1::uuid, u.seq, u.event_id, u.created_at, u.occurred_at, u.actor, u.action, u.target,
-       u.outcome, u.source_ip, u.user_agent, u.metadata::jsonb, u.correlation_id, u.stream_seq,
-       u.prev_hash, u.hash
-  FROM unnest($2::bigint[], $3::uuid[], $4::timestamptz[], $5::timestamptz[], $6::text[],
-              $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-              $13::text[], $14::bigint[], $15::text[], $16::text[])
-       AS u(seq, event_id, created_at, occurred_at, actor, action, target, outcome, source_ip,
-            user_agent, metadata, correlation_id, stream_seq, prev_hash, hash)
-ON CONFLICT DO NOTHING
-"""  # noqa: S608
+COPY_COLUMNS = [c.strip() for c in EVENT_COLUMNS.split(",")]
 
 
 # --- tenants and keys -------------------------------------------------------------------------
@@ -151,7 +139,7 @@ async def append(conn: asyncpg.Connection, pending: Iterable[Pending]) -> Append
             )
         }
         seq, prev = head["seq"], head["hash"]
-        cols: list[list[Any]] = [[] for _ in range(15)]
+        records = []
         for p in items:
             e = p.event
             if e["event_id"] in existing:
@@ -162,9 +150,9 @@ async def append(conn: asyncpg.Connection, pending: Iterable[Pending]) -> Append
             metadata = chain.normalize_json(e["metadata"]) if e.get("metadata") is not None else None
             row = {**e, "tenant_id": tenant_id, "seq": seq, "metadata": metadata}
             digest = chain.link(prev, row)
-            for col, value in zip(
-                cols,
+            records.append(
                 (
+                    tenant_id,
                     seq,
                     e["event_id"],
                     e["created_at"],
@@ -180,25 +168,22 @@ async def append(conn: asyncpg.Connection, pending: Iterable[Pending]) -> Append
                     p.stream_seq,
                     prev,
                     digest,
-                ),
-                strict=True,
-            ):
-                col.append(value)
+                )
+            )
             prev = digest
-        if not cols[0]:
+        if not records:
             continue
-        status = await conn.execute(INSERT_SQL, tenant_id, *cols)
-        inserted = int(status.split()[-1])
-        if inserted != len(cols[0]):
-            # Would leave a hole in the chain: roll back and let the stream redeliver.
-            raise RuntimeError(f"tenant {tenant_id}: inserted {inserted} of {len(cols[0])} events")
+        # COPY, not INSERT ... ON CONFLICT: duplicates were removed above under the chain lock, so
+        # a conflict here would be a bug, and the natural-key constraint turns it into a rollback
+        # (the messages are then delivered again) rather than a hole in the chain.
+        await conn.copy_records_to_table("audit_logs", records=records, columns=COPY_COLUMNS)
         await conn.execute(
             "UPDATE chain_heads SET seq = $2, hash = $3, updated_at = now() WHERE tenant_id = $1",
             tenant_id,
             seq,
             prev,
         )
-        result.stored += inserted
+        result.stored += len(records)
         result.heads[tenant_id] = (seq, prev)
     return result
 

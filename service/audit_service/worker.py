@@ -56,14 +56,19 @@ def decode(data: bytes, stream_seq: int) -> list[store.Pending]:
         if doc.get("v") != broker.MESSAGE_VERSION:
             raise BadMessage(f"unknown message version {doc.get('v')!r}")
         tenant_id = uuid.UUID(doc["tenant_id"])
-        received_at = datetime.fromisoformat(doc["received_at"])
+        received_raw = doc["received_at"]
+        received_at = datetime.fromisoformat(received_raw)
         correlation_id = doc.get("correlation_id")
         out = []
         for e in doc["events"]:
+            occurred_raw = e["occurred_at"]
             event = {
                 "event_id": uuid.UUID(e["event_id"]),
                 "created_at": received_at,
-                "occurred_at": datetime.fromisoformat(e["occurred_at"]),
+                # Most events default occurred_at to the receipt time: skip parsing it again.
+                "occurred_at": received_at
+                if occurred_raw == received_raw
+                else datetime.fromisoformat(occurred_raw),
                 "actor": e["actor"],
                 "action": e["action"],
                 "target": e.get("target"),
@@ -106,10 +111,11 @@ class Worker:
         return None
 
     async def _ensure_partitions(self, pending: list[store.Pending]) -> None:
-        months = {db.partition_name(db.month_start(p.event["created_at"])) for p in pending}
+        # One receipt time per message: look at each distinct one once, not at every event.
+        times = list({id(p.event["created_at"]): p.event["created_at"] for p in pending}.values())
+        months = {db.partition_name(db.month_start(t)) for t in times}
         if months <= self.known_months:
             return
-        times = [p.event["created_at"] for p in pending]
         async with self.pool.acquire() as conn:
             await db.ensure_partitions(
                 conn, min(times), self.settings.partition_months_ahead, last=max(times)

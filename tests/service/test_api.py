@@ -355,3 +355,14 @@ def test_several_api_processes_share_one_metrics_view(stack):
         assert len(pids) == 2
     finally:
         svc.stop()
+
+
+def test_two_tenants_may_use_the_same_event_id(service, make_tenant):
+    a, b = make_tenant(), make_tenant()
+    event_id = str(uuid.uuid4())
+    assert a.post(ev(1, event_id=event_id)).status_code == 202
+    assert b.post(ev(2, event_id=event_id)).status_code == 202  # inside JetStream's duplicate window
+    wait_stored(service, a.tenant_id, 1)
+    wait_stored(service, b.tenant_id, 1)
+    assert a.get(event_id).json()["actor"] == "user-1"
+    assert b.get(event_id).json()["actor"] == "user-2"
