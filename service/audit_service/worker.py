@@ -63,7 +63,7 @@ def decode(data: bytes, stream_seq: int) -> list[store.Pending]:
         for e in doc["events"]:
             occurred_raw = e["occurred_at"]
             event = {
-                "event_id": uuid.UUID(e["event_id"]),
+                "event_id": e["event_id"],  # the API wrote it in canonical form; PostgreSQL checks it
                 "created_at": received_at,
                 # Most events default occurred_at to the receipt time: skip parsing it again.
                 "occurred_at": received_at

@@ -118,13 +118,14 @@ BAD_EVENTS: list[tuple[str, Any, str]] = [
     ("metadata-int-negative", event(metadata={"deep": [{"n": -(2**63) - 1}]}), "metadata"),
     ("metadata-nul-value", event(metadata={"note": "a\u0000b"}), "metadata"),
     ("metadata-nul-key", event(metadata={"k\u0000": 1}), "metadata"),
-    ("metadata-lone-surrogate", '{"actor": "a", "action": "b", "metadata": {"s": "\\ud800"}}', "metadata"),
+    # An unpaired surrogate escape is not Unicode text: the body is invalid JSON.
+    ("metadata-lone-surrogate", '{"actor": "a", "action": "b", "metadata": {"s": "\\ud800"}}', ""),
     ("metadata-too-deep", event(metadata=json.loads('{"a":' * 40 + "1" + "}" * 40)), "metadata"),
     ("actor-nul", event(actor="ali\u0000ce"), "actor"),
     ("action-nul", event(action="\u0000"), "action"),
     ("target-nul", event(target="doc\u0000"), "target"),
     ("user-agent-nul", event(user_agent="curl\u0000"), "user_agent"),
-    ("actor-lone-surrogate", '{"actor": "\\udc80", "action": "b"}', "actor"),
+    ("actor-lone-surrogate", '{"actor": "\\udc80", "action": "b"}', ""),
     ("source-ip-garbage", event(source_ip="999.1.1.1"), "source_ip"),
     ("source-ip-nul", event(source_ip="10.0.0.1\u0000"), "source_ip"),
     ("body-is-a-list", [event()], ""),
@@ -178,9 +179,9 @@ def test_invalid_json_body_is_422(refused: Client) -> None:
         detail = r.json()["detail"]
         assert detail[0]["type"] == "json_invalid", detail
         assert detail[0]["loc"][0] == "body", detail
-    # An empty body is a missing body.
+    # An empty body is not a JSON document either.
     assert_refused(post_raw(refused, ONE, b""), "")
-    assert post_raw(refused, ONE, b"").json()["detail"][0]["type"] == "missing"
+    assert post_raw(refused, ONE, b"").json()["detail"][0]["type"] == "json_invalid"
 
 
 def test_bodies_json_cannot_decode_are_422_not_400_or_500(refused: Client) -> None:
@@ -323,11 +324,12 @@ def test_missing_or_invalid_key_is_401(
         assert r.status_code == 401, r.text
         assert "X-API-Key" in r.json()["detail"] or "API key" in r.json()["detail"], r.text
         assert r.headers.get("www-authenticate") == "ApiKey"
-        # Invalid fields without a key are still 401: nothing is validated for a stranger.
-        # (Only a body that is not JSON at all is refused, 422, before the key is looked at:
-        # FastAPI decodes the body before it runs the dependencies.)
+        # Without a valid key nothing is parsed or validated: invalid fields and bodies that
+        # are not JSON at all are both 401.
         if method == "POST":
             r = http.post(path, json={"actor": "", "events": [], "bogus": 1}, headers=headers)
+            assert r.status_code == 401, r.text
+            r = http.post(path, content=b"{not json", headers=headers)
             assert r.status_code == 401, r.text
 
 
