@@ -64,11 +64,11 @@ def normalize_json(value: Any) -> Any:
     if kind is dict:
         return {str(k): normalize_json(v) for k, v in value.items()}
     if kind is int:
-        return value if abs(value) < INT64 else float(value)
+        return value if -INT64 <= value < INT64 else float(value)
     if kind is float:
         if not math.isfinite(value):
             raise ValueError("non-finite number")
-        if value.is_integer() and abs(value) < INT64:
+        if value.is_integer() and -INT64 <= value < INT64:
             return int(value)
         return value
     if kind is list:

@@ -32,7 +32,13 @@ async def create_pool(settings: Any, application_name: str, *, min_size: int = 1
         command_timeout=settings.api_timeout,
         max_inactive_connection_lifetime=60,
         server_settings={"application_name": application_name, "TimeZone": "UTC"},
+        reset=_keep_session,
     )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """No RESET ALL round trip when a connection goes back to the pool: the service sets no
+    session state (advisory locks are taken on connections of their own, outside pools)."""
 
 
 def pool_stats(pool: asyncpg.Pool, pool_size: int) -> dict[str, int]:

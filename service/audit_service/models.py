@@ -69,27 +69,36 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_
 
 
 def _check_json(value: Any, depth: int = 0) -> None:
+    """Refuse what PostgreSQL's jsonb or the worker cannot take: NUL characters, non-finite
+    numbers, integers beyond 64 bits, deep nesting. (Invalid UTF-8 and unpaired surrogates
+    never get here: the JSON parser refuses them.) Exact type checks: this runs per event."""
     if depth > MAX_METADATA_DEPTH:
         raise ValueError(f"is nested deeper than {MAX_METADATA_DEPTH} levels")
-    if isinstance(value, str):
-        _clean_text(value)
-    elif isinstance(value, bool) or value is None:
-        return
-    elif isinstance(value, int):
-        if not -INT64 <= value < INT64:
-            raise ValueError("holds an integer outside the 64-bit range")
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("holds a non-finite number")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _clean_text(str(key))
-            _check_json(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _check_json(item, depth + 1)
+    kind = type(value)
+    if kind is dict:
+        items = value.items()
+    elif kind is list:
+        items = ((None, item) for item in value)
     else:
-        raise ValueError(f"holds a value of unsupported type {type(value).__name__}")
+        items = ((None, value),)
+        depth -= 1
+    for key, item in items:
+        if key is not None and "\x00" in key:
+            raise ValueError("must not contain NUL characters")
+        kind = type(item)
+        if kind is str:
+            if "\x00" in item:
+                raise ValueError("must not contain NUL characters")
+        elif kind is int:
+            if not -INT64 <= item < INT64:
+                raise ValueError("holds an integer outside the 64-bit range")
+        elif kind is float:
+            if not math.isfinite(item):
+                raise ValueError("holds a non-finite number")
+        elif kind is dict or kind is list:
+            _check_json(item, depth + 1)
+        elif kind is not bool and item is not None:
+            raise ValueError(f"holds a value of unsupported type {kind.__name__}")
 
 
 class EventIn(BaseModel):

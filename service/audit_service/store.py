@@ -207,6 +207,14 @@ def row_to_event(row: asyncpg.Record) -> dict[str, Any]:
     return out
 
 
+def row_to_response(row: asyncpg.Record) -> dict[str, Any]:
+    """For answers: jsonb text goes out as it is, not parsed and encoded again."""
+    out = dict(row)
+    if out["metadata"] is not None:
+        out["metadata"] = orjson.Fragment(out["metadata"])
+    return out
+
+
 def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
 
@@ -260,14 +268,14 @@ async def query_events(
     args.append(limit + 1)
     sql = f"{SELECT_EVENT} WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ${len(args)}"  # noqa: S608
     rows = await pool.fetch(sql, *args)
-    items = [row_to_event(r) for r in rows[:limit]]
+    items = [row_to_response(r) for r in rows[:limit]]
     next_seq = items[-1]["seq"] if len(rows) > limit else None
     return items, next_seq
 
 
 async def get_event(pool: asyncpg.Pool, tenant_id: uuid.UUID, event_id: uuid.UUID) -> dict[str, Any] | None:
     row = await pool.fetchrow(f"{SELECT_EVENT} WHERE tenant_id = $1 AND event_id = $2", tenant_id, event_id)
-    return row_to_event(row) if row else None
+    return row_to_response(row) if row else None
 
 
 VERIFY_COLUMNS = (
