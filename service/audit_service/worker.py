@@ -30,6 +30,7 @@ log = logging.getLogger("audit_service.worker")
 # Events per transaction: large enough to amortise the commit, small enough to keep locks short.
 CHUNK_EVENTS = 2000
 RETRY_DELAY = 1.0
+MAX_INFLIGHT = 2
 
 TRANSIENT_DB = (
     OSError,
@@ -205,6 +206,9 @@ class Worker:
         sub = await self._connect()
         log.info("worker started", extra={"settings": self.settings.safe_summary()})
         last_partition_check = 0.0
+        # Two fetched batches in flight: one decodes and hashes while the other waits on
+        # PostgreSQL. Each is acked after its own commit, so order does not matter.
+        inflight: set[asyncio.Task[None]] = set()
         while not self.stopping.is_set():
             if time.monotonic() - last_partition_check > 3600:
                 try:
@@ -221,8 +225,14 @@ class Worker:
                 log.warning("fetch failed", extra={"error": str(exc) or type(exc).__name__})
                 await asyncio.sleep(RETRY_DELAY)
                 continue
-            await self.handle(msgs)
+            if len(inflight) >= MAX_INFLIGHT:
+                _, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            task = asyncio.create_task(self.handle(msgs))
+            task.add_done_callback(_log_failure)
+            inflight.add(task)
         log.info("worker stopping")
+        if inflight:
+            await asyncio.wait(inflight)
         if self.nc is not None:
             # Not drain(): it waits on the pull subscription's queue for ever. Flushing sends the
             # last acks; anything not acked is simply delivered again.
@@ -268,6 +278,12 @@ class Worker:
             await _quiet(self.nc.close())
             await self.pool.close()
             await self.cache.close()
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        # The batch's messages were not acked and will come again; say why.
+        log.error("batch failed", exc_info=task.exception())
 
 
 async def _quiet(coro: Any) -> None:
