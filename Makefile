@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV  := .venv/bin
 
-.PHONY: demo test deps lint test-unit test-service bench clean
+.PHONY: demo test deps lint test-unit test-service test-lab lab-up lab-down bench clean
 
 demo: deps                     ## run the service on real components locally and ingest sample events
 	$(VENV)/python scripts/demo_local.py $(ARGS)
@@ -22,6 +22,15 @@ test-unit: deps                ## pure-logic tests only (seconds)
 
 test-service: deps             ## the service against real PostgreSQL, Redis and NATS
 	$(VENV)/pytest -q tests/service
+
+test-lab: deps                 ## the lab of systemd containers (made once, removed after; LAB_KEEP=1 keeps it)
+	$(VENV)/pytest -q tests/lab
+
+lab-up: deps                   ## create the lab (Docker Engine and base images too, when missing)
+	PATH=$(CURDIR)/$(VENV):$$PATH $(VENV)/ansible-playbook playbooks/lab.yml
+
+lab-down: deps                 ## remove the lab's containers and network (the base images stay)
+	PATH=$(CURDIR)/$(VENV):$$PATH $(VENV)/ansible-playbook playbooks/lab.yml -e lab_state=absent
 
 bench: deps                    ## print the ingest and query figures (see docs/benchmarks.md)
 	$(VENV)/python bench/run_all.py

@@ -28,6 +28,6 @@ if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt "$stamp" ] || [ requirement
     echo "deps: building .venv"
     python3 -m venv .venv
     .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -c requirements-lock.txt -e '.[test]'
+    .venv/bin/pip install -q -c requirements-lock.txt -e '.[test,ops]'
     touch "$stamp"
 fi

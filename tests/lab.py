@@ -1,0 +1,193 @@
+"""The local lab for tests: systemd containers, one per host of inventories/lab.
+
+A test session creates the lab once (`create`, through playbooks/lab.yml), runs playbooks and
+commands against it (`run_playbook`, `Lab.exec`) and destroys it at the end (`destroy`), unless
+LAB_KEEP=1 asks to keep it for the next session or for a look by hand. The pytest fixture that does
+so is `lab`, in tests/lab/conftest.py.
+
+Every ansible-playbook run is logged in full under .cache/lab-logs/ (the newest run's path is in
+the result), since pytest shows only the tail of a failed one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB_INVENTORY = ROOT / "inventories" / "lab"
+LOG_DIR = ROOT / ".cache" / "lab-logs"
+# Building both base images from nothing takes a few minutes; a normal run, well under one.
+PLAYBOOK_TIMEOUT = 1800
+
+_RECAP = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+    r"\s+failed=(?P<failed>\d+)\s+skipped=(?P<skipped>\d+)\s+rescued=(?P<rescued>\d+)\s+ignored=(?P<ignored>\d+)",
+    re.MULTILINE,
+)
+
+
+def _tool(name: str) -> str:
+    """An Ansible command from the running interpreter's environment (the project's venv)."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} not found: install the ops extra (pip install -e '.[test,ops]')")
+    return found
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    # ansible.cfg is read from the working directory only when that is safe; name it explicitly.
+    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    # Modules and the docker CLI come from the same environment as ansible-playbook.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+@dataclass
+class PlaybookResult:
+    """One ansible-playbook run: exit code, full output and the recap's counters per host."""
+
+    args: list[str]
+    rc: int
+    output: str
+    log: Path
+    seconds: float
+    stats: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    @property
+    def changed(self) -> int:
+        """Changed tasks over all hosts (0 for an idempotent second run)."""
+        return sum(s["changed"] for s in self.stats.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(s["failed"] + s["unreachable"] for s in self.stats.values())
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.output.splitlines()[-lines:])
+
+    def describe(self) -> str:
+        """For assertion messages: the command, its exit code, its log and its last lines."""
+        return f"{shlex.join(self.args)} -> rc={self.rc} (log: {self.log})\n{self.tail()}"
+
+
+def run_playbook(
+    playbook: str | Path,
+    *args: str,
+    extra_vars: dict | None = None,
+    inventory: str | Path | None = None,
+    limit: str | None = None,
+    check: bool = False,
+    diff: bool = False,
+    timeout: float = PLAYBOOK_TIMEOUT,
+) -> PlaybookResult:
+    """Run a playbook (path relative to the repository root, or absolute) and parse its recap.
+
+    Does not raise on failure: look at `.ok`, `.changed`, `.stats` and `.describe()`.
+    """
+    cmd = [_tool("ansible-playbook"), str(playbook)]
+    if inventory is not None:
+        cmd += ["-i", str(inventory)]
+    if limit:
+        cmd += ["--limit", limit]
+    if extra_vars:
+        cmd += ["-e", json.dumps(extra_vars)]
+    if check:
+        cmd.append("--check")
+    if diff:
+        cmd.append("--diff")
+    cmd += list(args)
+
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = LOG_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(playbook).stem}.log"
+    started = time.monotonic()
+    proc = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+    log.write_text(f"$ {shlex.join(cmd)}\n{proc.stdout}")
+    stats = {}
+    for m in _RECAP.finditer(proc.stdout):
+        stats[m["host"]] = {k: int(v) for k, v in m.groupdict().items() if k != "host"}
+    return PlaybookResult(cmd, proc.returncode, proc.stdout, log, time.monotonic() - started, stats)
+
+
+def create(inventory: str | Path = LAB_INVENTORY) -> PlaybookResult:
+    """Create (or converge) the lab: engine, base images, network, containers."""
+    return run_playbook("playbooks/lab.yml", inventory=inventory, extra_vars={"lab_state": "present"})
+
+
+def destroy(inventory: str | Path = LAB_INVENTORY) -> PlaybookResult:
+    """Remove the lab's containers and network (the base images stay)."""
+    return run_playbook("playbooks/lab.yml", inventory=inventory, extra_vars={"lab_state": "absent"})
+
+
+def inventory_hosts(inventory: str | Path = LAB_INVENTORY) -> dict[str, dict]:
+    """Every host of the inventory with its variables (group_vars merged), as Ansible sees them."""
+    out = subprocess.run(
+        [_tool("ansible-inventory"), "-i", str(inventory), "--list"],
+        cwd=ROOT,
+        env=_env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    data = json.loads(out)
+    hostvars = data.get("_meta", {}).get("hostvars", {})
+    hosts = {h for name, group in data.items() if name != "_meta" for h in group.get("hosts", [])}
+    return {h: hostvars.get(h, {}) for h in hosts}
+
+
+class Lab:
+    """A created lab: its hosts, their containers, and ways to act on them."""
+
+    def __init__(self, inventory: str | Path = LAB_INVENTORY):
+        self.inventory = Path(inventory)
+        self.hostvars = inventory_hosts(self.inventory)
+
+    @property
+    def hosts(self) -> list[str]:
+        return sorted(self.hostvars)
+
+    def container(self, host: str) -> str:
+        """The container behind an inventory host (its ansible_host)."""
+        return self.hostvars[host].get("ansible_host", host)
+
+    def exec(
+        self, host: str, command: str | list[str], check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command in a host with `docker exec` (a string goes through sh -c)."""
+        argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
+        proc = subprocess.run(
+            ["docker", "exec", self.container(host), *argv], capture_output=True, text=True, timeout=timeout
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"{host}: {argv!r} exited {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
+            )
+        return proc
+
+    def playbook(self, playbook: str | Path, *args: str, **kwargs) -> PlaybookResult:
+        """Run a playbook against the lab (see run_playbook for the keyword arguments)."""
+        kwargs.setdefault("inventory", self.inventory)
+        return run_playbook(playbook, *args, **kwargs)

@@ -1,0 +1,23 @@
+"""The `lab` fixture: the lab of systemd containers, created once per test session.
+
+Tests that use it are marked `lab` (deselect them with -m "not lab"). LAB_KEEP=1 keeps the lab
+after the session (the next session then finds it up and converges it in seconds).
+"""
+
+import os
+
+import lab as lablib
+import pytest
+
+
+@pytest.fixture(scope="session")
+def lab():
+    created = lablib.create()
+    if not created.ok:
+        pytest.fail(f"the lab could not be created:\n{created.describe()}", pytrace=False)
+    instance = lablib.Lab()
+    instance.created = created  # the creating run, e.g. for its duration
+    yield instance
+    if os.environ.get("LAB_KEEP") != "1":
+        destroyed = lablib.destroy()
+        assert destroyed.ok, f"the lab could not be destroyed:\n{destroyed.describe()}"
