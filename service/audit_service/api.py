@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import logging
 import os
+import random
 import re
 import time
 import uuid
@@ -224,6 +225,7 @@ def create_app(settings: config.Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        jsonlog.start_flusher()
         st = State(settings)
         app.state.audit = st
         await st.start()
@@ -237,9 +239,8 @@ def create_app(settings: config.Settings | None = None) -> FastAPI:
         title="Audit Log service",
         version="1.0.0",
         lifespan=lifespan,
-        max_body_size=settings.max_request_bytes,
     )
-    app.add_middleware(RequestContext, timeout=settings.api_timeout)
+    app.add_middleware(RequestContext, timeout=settings.api_timeout, max_body=settings.max_request_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -481,12 +482,38 @@ async def refresh_gauges(st: State) -> None:
         log.debug("chain heads unavailable", extra={"error": str(exc)})
 
 
-class RequestContext:
-    """Correlation id, the request log lines, metrics and API_TIMEOUT, as plain ASGI (cheap)."""
+async def _send_json(send: Any, status: int, doc: Any) -> None:
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+    )
+    await send({"type": "http.response.body", "body": dumps(doc)})
 
-    def __init__(self, app: Any, timeout: float):
+
+class RequestContext:
+    """Correlation id, the request log lines, metrics, MAX_REQUEST_BYTES and API_TIMEOUT, as one
+    layer of plain ASGI: every layer of middleware costs each request its own wrapping."""
+
+    def __init__(self, app: Any, timeout: float, max_body: int):
         self.app = app
         self.timeout = timeout
+        self.max_body = max_body
+
+    def _limit_body(self, scope: dict[str, Any], receive: Any) -> Any:
+        """Refuse a body over the limit: at once by its Content-Length, else while it streams."""
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_body:
+                raise HTTPException(413, f"request body larger than MAX_REQUEST_BYTES={self.max_body}")
+        received = 0
+
+        async def limited() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body:
+                raise HTTPException(413, f"request body larger than MAX_REQUEST_BYTES={self.max_body}")
+            return message
+
+        return limited
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -498,7 +525,8 @@ class RequestContext:
                 text = value.decode("latin-1")
                 cid = text if CORRELATION_RE.match(text) else None
                 break
-        cid = cid or str(uuid.uuid4())
+        # Not uuid4(): a correlation id needs no OS randomness, and each read is a system call.
+        cid = cid or str(uuid.UUID(int=random.getrandbits(128), version=4))
         token = jsonlog.correlation_id.set(cid)
         method, path = scope["method"], scope["path"]
         log.info("Incoming request", extra={"method": method, "path": path})
@@ -518,19 +546,19 @@ class RequestContext:
             deadline = asyncio.timeout(self.timeout)
             try:
                 async with deadline:
+                    if method in ("POST", "PUT", "PATCH"):
+                        try:
+                            receive = self._limit_body(scope, receive)
+                        except HTTPException as exc:
+                            await _send_json(send_with_id, exc.status_code, {"detail": exc.detail})
+                            return
                     await self.app(scope, receive, send_with_id)
             except TimeoutError:
                 if not deadline.expired() or started:
                     raise
-                body = dumps({"detail": f"request took longer than API_TIMEOUT={self.timeout}s"})
-                await send_with_id(
-                    {
-                        "type": "http.response.start",
-                        "status": 504,
-                        "headers": [(b"content-type", b"application/json")],
-                    }
+                await _send_json(
+                    send_with_id, 504, {"detail": f"request took longer than API_TIMEOUT={self.timeout}s"}
                 )
-                await send_with_id({"type": "http.response.body", "body": body})
         finally:
             elapsed = time.perf_counter() - start
             route = scope.get("route")

@@ -6,6 +6,7 @@ import contextvars
 import logging
 import socket
 import sys
+import time
 from datetime import UTC, datetime
 
 import orjson
@@ -43,8 +44,64 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc, default=str).decode()
 
 
+class BatchedStreamHandler(logging.StreamHandler):
+    """Writes lines in batches: at most every FLUSH_INTERVAL seconds, and at once for warnings
+    and errors. Two lines per request, each its own write system call, were a tenth of the API's
+    time under load; a line now waits at most FLUSH_INTERVAL (a background flusher sees to that
+    when the process is idle, and logging.shutdown flushes at exit)."""
+
+    FLUSH_INTERVAL = 0.25
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._buffer: list[str] = []
+        self._last_flush = time.monotonic()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+            return
+        with self.lock:
+            self._buffer.append(line)
+            if (
+                record.levelno >= logging.WARNING
+                or time.monotonic() - self._last_flush >= self.FLUSH_INTERVAL
+            ):
+                self._write()
+
+    def _write(self) -> None:
+        if self._buffer:
+            self.stream.write("\n".join(self._buffer) + "\n")
+            self._buffer.clear()
+        self.stream.flush()
+        self._last_flush = time.monotonic()
+
+    def flush(self) -> None:
+        with self.lock:
+            self._write()
+
+
+def start_flusher() -> None:
+    """Flush batched log lines regularly while the process idles (run inside the event loop)."""
+    import asyncio
+
+    async def flusher() -> None:
+        while True:
+            await asyncio.sleep(BatchedStreamHandler.FLUSH_INTERVAL)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+
+    task = asyncio.get_running_loop().create_task(flusher())
+    _flushers.add(task)  # keep a reference: the loop holds tasks only weakly
+
+
+_flushers: set = set()
+
+
 def setup(level: str, service: str, stream=None) -> None:
-    handler = logging.StreamHandler(stream or sys.stdout)
+    handler = BatchedStreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -300,6 +300,7 @@ def main(settings: config.Settings) -> None:
         start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
 
     async def runner() -> None:
+        jsonlog.start_flusher()
         worker = Worker(settings)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
