@@ -1,7 +1,8 @@
 """Per-tenant hash chain over a canonical encoding of each stored event.
 
-hash(n) = sha256(hash(n-1) + "\\n" + canonical(event n)). The canonical encoding must give the
-same bytes for an event as written by the worker and as read back from PostgreSQL, so:
+hash(n) = sha256(hash(n-1) + "\\n" + n + "\\n" + canonical(event n)), n being the event's seq.
+The canonical encoding must give the same bytes for an event as written by the worker and as
+read back from PostgreSQL, so:
 - timestamps are UTC with microseconds and a "Z";
 - JSON objects have sorted keys and no white space;
 - a float with an integral value is encoded as an integer (jsonb keeps no int/float
@@ -77,12 +78,13 @@ def normalize_json(value: Any) -> Any:
 
 
 def canonical(event: Mapping[str, Any]) -> bytes:
-    """The chained fields as a JSON array in CHAINED_FIELDS order (metadata already normalized)."""
+    """The chained fields but seq, as a JSON array in CHAINED_FIELDS order (metadata already
+    normalized). seq is hashed beside it (see link), so this part can be computed before the
+    event's place in the chain is known, outside the chain lock."""
     return orjson.dumps(
         [
             str(event["tenant_id"]),
             str(event["event_id"]),
-            event["seq"],
             format_time(event["created_at"]),
             format_time(event["occurred_at"]),
             event["actor"],
@@ -98,8 +100,12 @@ def canonical(event: Mapping[str, Any]) -> bytes:
     )
 
 
+def link_canonical(prev_hash: str, seq: int, body: bytes) -> str:
+    return hashlib.sha256(f"{prev_hash}\n{seq}\n".encode("ascii") + body).hexdigest()
+
+
 def link(prev_hash: str, event: Mapping[str, Any]) -> str:
-    return hashlib.sha256(prev_hash.encode("ascii") + b"\n" + canonical(event)).hexdigest()
+    return link_canonical(prev_hash, event["seq"], canonical(event))
 
 
 @dataclass

@@ -95,6 +95,20 @@ class Pending:
     tenant_id: uuid.UUID
     event: dict[str, Any]  # validated fields, occurred_at/created_at as datetimes
     stream_seq: int
+    body: bytes = b""  # chain.canonical of the event, once prepared
+    metadata_json: str | None = None
+
+    def prepare(self) -> Pending:
+        """Everything about the event that does not depend on its place in the chain: done
+        before the chain is locked, so that the locked part stays short."""
+        e = self.event
+        e["tenant_id"] = str(self.tenant_id)
+        e["event_id"] = str(e["event_id"])
+        if e["metadata"] is not None:
+            e["metadata"] = chain.normalize_json(e["metadata"])
+            self.metadata_json = orjson.dumps(e["metadata"]).decode()
+        self.body = chain.canonical(e)
+        return self
 
 
 @dataclass
@@ -113,7 +127,7 @@ async def append(conn: asyncpg.Connection, pending: Iterable[Pending]) -> Append
     """
     by_tenant: dict[uuid.UUID, list[Pending]] = defaultdict(list)
     for p in pending:
-        by_tenant[p.tenant_id].append(p)
+        by_tenant[p.tenant_id].append(p if p.body else p.prepare())
     result = AppendResult(heads={})
     for tenant_id in sorted(by_tenant):
         items = by_tenant[tenant_id]
@@ -139,21 +153,16 @@ async def append(conn: asyncpg.Connection, pending: Iterable[Pending]) -> Append
             )
         }
         seq, prev = head["seq"], head["hash"]
-        tenant_text = str(tenant_id)
         records = []
         for p in items:
-            e = p.event  # ours, decoded from the message: completed in place for the hash
-            event_id = str(e["event_id"])
+            e = p.event
+            event_id = e["event_id"]
             if event_id in existing:
                 result.duplicates += 1
                 continue
             existing.add(event_id)
             seq += 1
-            metadata = e["metadata"]
-            if metadata is not None:
-                metadata = chain.normalize_json(metadata)
-            e.update(tenant_id=tenant_text, event_id=event_id, seq=seq, metadata=metadata)
-            digest = chain.link(prev, e)
+            digest = chain.link_canonical(prev, seq, p.body)
             records.append(
                 (
                     tenant_id,
@@ -167,7 +176,7 @@ async def append(conn: asyncpg.Connection, pending: Iterable[Pending]) -> Append
                     e["outcome"],
                     e["source_ip"],
                     e["user_agent"],
-                    None if metadata is None else orjson.dumps(metadata).decode(),
+                    p.metadata_json,
                     e["correlation_id"],
                     p.stream_seq,
                     prev,

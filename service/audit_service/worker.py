@@ -79,7 +79,7 @@ def decode(data: bytes, stream_seq: int) -> list[store.Pending]:
                 "metadata": e.get("metadata"),
                 "correlation_id": correlation_id,
             }
-            out.append(store.Pending(tenant_id, event, stream_seq))
+            out.append(store.Pending(tenant_id, event, stream_seq).prepare())
         return out
     except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
         raise BadMessage(f"undecodable message at stream seq {stream_seq}: {exc}") from exc

@@ -52,10 +52,19 @@ def test_canonical_is_stable_across_offsets_key_order_and_jsonb_number_forms():
     assert chain.canonical(normalized(a)) == chain.canonical(normalized(b))
 
 
-def test_canonical_changes_with_any_chained_field():
-    base = chain.canonical(event(1))
-    for field, value in [("actor", "mallory"), ("outcome", "failure"), ("metadata", {"a": "y"}), ("seq", 2)]:
-        assert chain.canonical({**event(1), field: value}) != base, field
+def test_the_hash_changes_with_any_chained_field():
+    base = normalized(event(1))
+    digest = chain.link(chain.GENESIS_HASH, base)
+    for field, value in [
+        ("actor", "mallory"),
+        ("outcome", "failure"),
+        ("metadata", {"a": "y"}),
+        ("seq", 2),
+        ("created_at", base["created_at"] + timedelta(microseconds=1)),
+        ("correlation_id", None),
+    ]:
+        assert chain.link(chain.GENESIS_HASH, {**base, field: value}) != digest, field
+    assert chain.link("f" * 64, base) != digest  # and with the previous link
 
 
 @pytest.mark.parametrize(
