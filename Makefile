@@ -14,8 +14,9 @@ deps:
 	@scripts/deps.sh
 
 lint: deps
-	$(VENV)/ruff check service tests bench scripts
-	$(VENV)/ruff format --check service tests bench scripts
+	$(VENV)/ruff check service tests bench scripts collections
+	$(VENV)/ruff format --check service tests bench scripts collections
+	PATH=$(CURDIR)/$(VENV):$$PATH $(VENV)/ansible-lint -q playbooks/ roles/ inventories/ collections/
 
 test-unit: deps                ## pure-logic tests only (seconds)
 	$(VENV)/pytest -q tests/unit

@@ -1,0 +1,44 @@
+# Copyright: the audit-log project
+# MIT License (see the repository's LICENSE)
+# Python 3 only, standard library only: the targets are Debian 12 and 13 (Python 3.11+).
+
+
+class ModuleDocFragment:
+    # The connection options of the NATS modules (module_utils/nats_api.nats_common_argument_spec).
+    DOCUMENTATION = r"""
+options:
+  server_host:
+    description:
+      - The NATS server to connect to (client port, plain TCP).
+      - The module runs on the target host, so the default is that host's own server.
+    type: str
+    default: 127.0.0.1
+    aliases: [host]
+  server_port:
+    description:
+      - The NATS client port.
+    type: int
+    default: 4222
+    aliases: [port]
+  user:
+    description:
+      - The user to log in as (the server's C(authorization) block).
+    type: str
+    default: audit
+    aliases: [login_user]
+  password:
+    description:
+      - That user's password. Never logged.
+      - Omit it only for a server that requires no authentication.
+    type: str
+    aliases: [login_password]
+  timeout:
+    description:
+      - Seconds to wait for the connection and for each reply of the JetStream API.
+    type: float
+    default: 10.0
+notes:
+  - The modules speak the NATS text protocol with the Python standard library only, so the
+    target needs no C(nats-py).
+  - TLS to the client port is not supported; connect over loopback on the broker host.
+"""
