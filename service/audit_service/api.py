@@ -105,9 +105,7 @@ class State:
         now = time.monotonic()
         if hit and hit[1] > now:
             return hit[0]
-        tenant = await self.pool.fetchval(
-            "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", digest
-        )
+        tenant = await store.tenant_for_key_hash(self.pool, digest)
         if len(self.keys) >= KEY_CACHE_MAX:
             self.keys.clear()
         # Unknown keys are remembered briefly too, so a flood of bad keys does not reach the DB.

@@ -32,16 +32,6 @@ MAX_METADATA_DEPTH = 32
 INT64 = 2**63
 
 
-def _clean_text(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode (no lone surrogates)") from None
-    return value
-
-
 # Checked in pydantic's Rust core: events are parsed with model_validate_json, where invalid
 # UTF-8 and lone surrogates are already a JSON error, so only NUL is left to refuse.
 Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]

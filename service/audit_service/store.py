@@ -75,9 +75,10 @@ async def create_api_key(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> str:
     return key
 
 
-async def tenant_for_key(pool: asyncpg.Pool, key: str) -> uuid.UUID | None:
+async def tenant_for_key_hash(pool: asyncpg.Pool, key_hash: str) -> uuid.UUID | None:
+    """The tenant of a live (not revoked) API key, by the key's hash_key digest."""
     return await pool.fetchval(
-        "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", hash_key(key)
+        "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", key_hash
     )
 
 
