@@ -1,0 +1,141 @@
+"""site.yml's preflight on bad inventories: each stops the run with a message that names the bad
+input, before anything is changed.
+
+The hosts are the controller itself (ansible_connection local, `--check`, only the tasks tagged
+preflight), so no lab is needed: preflight looks at variables and facts only.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import lab as lablib
+import pytest
+import yaml
+
+EXAMPLE = lablib.ROOT / "inventories" / "production.example"
+
+
+@pytest.fixture
+def inventory(tmp_path):
+    """A copy of inventories/production.example whose hosts are reached locally, with a secrets file."""
+    target = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, target)
+    group_vars = target / "group_vars" / "all.yml"
+    settings = yaml.safe_load(group_vars.read_text())
+    settings.update(
+        ansible_connection="local", ansible_become=False, ansible_python_interpreter=shutil.which("python3")
+    )
+    group_vars.write_text(yaml.safe_dump(settings))
+    secrets = target / "secrets.yml"
+    names = ["audit_db_password", "audit_redis_password", "audit_nats_password", "audit_admin_api_key"]
+    secrets.write_text(
+        "".join(f"{n}: {'x' * 24}{i}\n" for i, n in enumerate([*names, "audit_grafana_admin_password"]))
+    )
+    secrets.chmod(0o600)
+    return target
+
+
+def hosts_file(inventory):
+    return inventory / "hosts.yml"
+
+
+def edit_hosts(inventory, change):
+    data = yaml.safe_load(hosts_file(inventory).read_text())
+    change(data["all"]["children"])
+    hosts_file(inventory).write_text(yaml.safe_dump(data))
+
+
+def preflight(inventory, *extra: str) -> lablib.PlaybookResult:
+    return lablib.run_playbook(
+        "playbooks/site.yml", "--tags", "preflight", *extra, inventory=inventory, check=True, timeout=300
+    )
+
+
+def test_the_example_inventory_passes(inventory):
+    run = preflight(inventory)
+    assert run.ok, run.describe()
+    assert run.changed == 0, run.describe()
+    assert len(run.stats) == 7, run.describe()  # the example's seven hosts
+
+
+def test_a_missing_group_is_named(inventory):
+    edit_hosts(inventory, lambda groups: groups.pop("audit_lb"))
+    run = preflight(inventory)
+    assert not run.ok
+    assert "the inventory has no hosts in audit_lb" in run.output, run.describe()
+    assert run.changed == 0
+
+
+def test_an_empty_group_is_named(inventory):
+    edit_hosts(inventory, lambda groups: groups["audit_broker"].update(hosts={}))
+    run = preflight(inventory)
+    assert not run.ok
+    assert "the inventory has no hosts in audit_broker" in run.output, run.describe()
+
+
+def test_a_host_in_no_group_is_named(inventory):
+    edit_hosts(inventory, lambda groups: groups.update(spare={"hosts": {"spare1.example.net": None}}))
+    run = preflight(inventory)
+    assert not run.ok
+    assert "spare1.example.net is in no group of the stack" in run.output, run.describe()
+    assert run.changed == 0
+
+
+def test_a_port_clash_between_roles_is_named(inventory):
+    # One host as cache and broker: Redis moved onto NATS' monitoring port.
+    def cache_on_broker(groups):
+        groups["audit_cache"]["hosts"] = {"mq1.example.net": None}
+
+    edit_hosts(inventory, cache_on_broker)
+    (inventory / "host_vars").mkdir()
+    (inventory / "host_vars" / "mq1.example.net.yml").write_text("redis_port: 8222\n")
+    run = preflight(inventory)
+    assert not run.ok
+    assert "mq1.example.net: port 8222 is set for both redis_port and nats_monitor_port" in run.output, (
+        run.describe()
+    )
+    assert run.changed == 0
+
+
+def test_a_port_that_is_no_port_is_named(inventory):
+    (inventory / "host_vars").mkdir()
+    (inventory / "host_vars" / "lb1.example.net.yml").write_text("nginx_listen_port: http\n")
+    run = preflight(inventory)
+    assert not run.ok
+    assert "nginx_listen_port must be a port number (1-65535), not 'http'" in run.output, run.describe()
+
+
+def test_an_unreadable_secrets_file_is_named(inventory):
+    secrets = inventory / "secrets.yml"
+    subprocess.run(
+        [lablib._tool("ansible-vault"), "encrypt", str(secrets), "--vault-password-file", "/dev/stdin"],
+        input="vault-pw\n",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    run = preflight(inventory)
+    assert not run.ok
+    assert f"the secrets file {secrets} could not be read" in run.output, run.describe()
+    assert run.changed == 0
+
+
+def test_a_secrets_path_that_is_not_a_file_is_named(inventory):
+    secrets = inventory / "secrets.yml"
+    secrets.unlink()
+    secrets.mkdir()
+    run = preflight(inventory)
+    assert not run.ok
+    assert f"the secrets file {secrets} is not a readable regular file" in run.output, run.describe()
+
+
+def test_a_secret_missing_from_the_file_is_named(inventory):
+    secrets = inventory / "secrets.yml"
+    secrets.write_text(
+        "\n".join(line for line in secrets.read_text().splitlines() if "nats" not in line) + "\n"
+    )
+    run = preflight(inventory)
+    assert not run.ok
+    assert "lacks audit_nats_password" in run.output, run.describe()
