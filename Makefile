@@ -2,10 +2,10 @@
 SHELL := /bin/bash
 VENV  := .venv/bin
 
-.PHONY: demo test deps lint test-unit test-service test-lab lab-up lab-down bench clean
+.PHONY: demo test deps lint test-unit test-service test-lab molecule lab-up lab-down bench clean
 
-demo: deps                     ## run the service on real components locally and ingest sample events
-	$(VENV)/python scripts/demo_local.py $(ARGS)
+demo: deps                     ## the stack deployed in the local lab, sample events, a health summary
+	$(VENV)/python scripts/demo.py $(ARGS)
 
 test: deps lint                ## everything CI runs
 	$(VENV)/pytest -q -p no:cacheprovider
@@ -14,9 +14,9 @@ deps:
 	@scripts/deps.sh
 
 lint: deps
-	$(VENV)/ruff check service tests bench scripts collections
-	$(VENV)/ruff format --check service tests bench scripts collections
-	PATH=$(CURDIR)/$(VENV):$$PATH $(VENV)/ansible-lint -q playbooks/ roles/ inventories/ collections/
+	$(VENV)/ruff check service tests bench scripts collections molecule
+	$(VENV)/ruff format --check service tests bench scripts collections molecule
+	PATH=$(CURDIR)/$(VENV):$$PATH $(VENV)/ansible-lint -q playbooks/ roles/ inventories/ collections/ molecule/
 
 test-unit: deps                ## pure-logic tests only (seconds)
 	$(VENV)/pytest -q tests/unit
@@ -26,6 +26,9 @@ test-service: deps             ## the service against real PostgreSQL, Redis and
 
 test-lab: deps                 ## the lab of systemd containers (made once, removed after; LAB_KEEP=1 keeps it)
 	$(VENV)/pytest -q tests/lab
+
+molecule: deps                 ## molecule's default scenario alone: create, converge, idempotence, check, verify, destroy
+	PATH=$(CURDIR)/$(VENV):$$PATH $(VENV)/molecule test
 
 lab-up: deps                   ## create the lab (Docker Engine and base images too, when missing)
 	PATH=$(CURDIR)/$(VENV):$$PATH $(VENV)/ansible-playbook playbooks/lab.yml

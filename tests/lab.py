@@ -18,7 +18,10 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +31,9 @@ LOG_DIR = ROOT / ".cache" / "lab-logs"
 # Building both base images from nothing takes a few minutes; a normal run, well under one.
 PLAYBOOK_TIMEOUT = 1800
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _RECAP = re.compile(
-    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+    r"^[\s│]*(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
     r"\s+failed=(?P<failed>\d+)\s+skipped=(?P<skipped>\d+)\s+rescued=(?P<rescued>\d+)\s+ignored=(?P<ignored>\d+)",
     re.MULTILINE,
 )
@@ -49,6 +53,9 @@ def _env() -> dict[str, str]:
     env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
     env["ANSIBLE_NOCOLOR"] = "1"
     env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["NO_COLOR"] = "1"
+    # molecule wraps output lines at the terminal's width: wide enough to keep a recap line whole.
+    env["COLUMNS"] = "500"
     # Modules and the docker CLI come from the same environment as ansible-playbook.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
@@ -95,6 +102,7 @@ def run_playbook(
     check: bool = False,
     diff: bool = False,
     timeout: float = PLAYBOOK_TIMEOUT,
+    stream: bool = False,
 ) -> PlaybookResult:
     """Run a playbook (path relative to the repository root, or absolute) and parse its recap.
 
@@ -113,23 +121,51 @@ def run_playbook(
         cmd.append("--diff")
     cmd += list(args)
 
+    return _run(cmd, Path(playbook).stem, timeout, stream)
+
+
+def _run(cmd: list[str], name: str, timeout: float, stream: bool = False) -> PlaybookResult:
+    """Run an Ansible tool from the repository root, log its output and parse the recap.
+
+    With stream=True the output is also copied to stdout as it comes (for long runs a person watches).
+    """
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log = LOG_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(playbook).stem}.log"
+    log = LOG_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}.log"
     started = time.monotonic()
-    proc = subprocess.run(
-        cmd,
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=timeout,
-    )
-    log.write_text(f"$ {shlex.join(cmd)}\n{proc.stdout}")
+    with subprocess.Popen(
+        cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        killer = threading.Timer(timeout, proc.kill)
+        killer.start()
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if stream:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        rc = proc.wait()
+        if not killer.is_alive():
+            lines.append(f"\n(killed after {timeout:.0f} s)\n")
+        killer.cancel()
+    # molecule frames and colours ansible-playbook's output: drop that to read the recap.
+    output = _ANSI.sub("", "".join(lines))
+    log.write_text(f"$ {shlex.join(cmd)}\n{output}")
     stats = {}
-    for m in _RECAP.finditer(proc.stdout):
+    for m in _RECAP.finditer(output):
         stats[m["host"]] = {k: int(v) for k, v in m.groupdict().items() if k != "host"}
-    return PlaybookResult(cmd, proc.returncode, proc.stdout, log, time.monotonic() - started, stats)
+    return PlaybookResult(cmd, rc, output, log, time.monotonic() - started, stats)
+
+
+def molecule(command: str, scenario: str = "default", timeout: float = PLAYBOOK_TIMEOUT) -> PlaybookResult:
+    """Run one molecule step (converge, idempotence, check, verify...) of a scenario on the lab.
+
+    The result is read like a playbook's: for converge, idempotence and check `.stats` holds the
+    recap of the ansible-playbook run molecule made.
+    """
+    return _run(
+        [_tool("molecule"), command, "--scenario-name", scenario], f"molecule-{scenario}-{command}", timeout
+    )
 
 
 def create(inventory: str | Path = LAB_INVENTORY) -> PlaybookResult:
@@ -191,3 +227,26 @@ class Lab:
         """Run a playbook against the lab (see run_playbook for the keyword arguments)."""
         kwargs.setdefault("inventory", self.inventory)
         return run_playbook(playbook, *args, **kwargs)
+
+
+@contextmanager
+def private_lab(workdir: Path, inventory: str, group_vars: str, what: str) -> Iterator[Lab]:
+    """Hosts of a test's own, beside the shared lab: the inventory (hosts.yml) and
+    group_vars/all.yml written into workdir, the containers created, and removed afterwards
+    (unless LAB_KEEP=1). `what` names them in failure messages."""
+    hosts = workdir / "hosts.yml"
+    hosts.write_text(inventory)
+    (workdir / "group_vars").mkdir(exist_ok=True)
+    (workdir / "group_vars" / "all.yml").write_text(group_vars)
+    created = create(hosts)
+    if not created.ok:
+        destroy(hosts)
+        raise RuntimeError(f"{what} could not be created:\n{created.describe()}")
+    instance = Lab(hosts)
+    instance.workdir = workdir
+    try:
+        yield instance
+    finally:
+        if os.environ.get("LAB_KEEP") != "1":
+            destroyed = destroy(hosts)
+            assert destroyed.ok, f"{what} could not be destroyed:\n{destroyed.describe()}"

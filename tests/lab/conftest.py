@@ -21,3 +21,15 @@ def lab():
     if os.environ.get("LAB_KEEP") != "1":
         destroyed = lablib.destroy()
         assert destroyed.ok, f"the lab could not be destroyed:\n{destroyed.describe()}"
+
+
+@pytest.fixture(scope="session")
+def stack(lab):
+    """The whole stack converged on the lab, by molecule's default scenario (site.yml).
+
+    Tests that inject faults into it must leave it as they found it (or converge it again).
+    """
+    converged = lablib.molecule("converge")
+    if not converged.ok:
+        pytest.fail(f"molecule converge failed on the lab:\n{converged.describe()}", pytrace=False)
+    return converged

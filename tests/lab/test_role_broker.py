@@ -9,7 +9,6 @@ second run with --diff, --check), then looked at from inside.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import textwrap
 
@@ -64,10 +63,6 @@ print(s.recv(65536).decode().strip())
 def mq_lab(tmp_path_factory):
     """Private cache/broker hosts, created for this module and destroyed after it."""
     workdir = tmp_path_factory.mktemp("mq-lab")
-    inventory = workdir / "hosts.yml"
-    inventory.write_text(INVENTORY)
-    (workdir / "group_vars").mkdir()
-    (workdir / "group_vars" / "all.yml").write_text(GROUP_VARS)
     secrets_file = workdir / "secrets.yml"
     passwords = {
         "audit_redis_password": secrets.token_urlsafe(24),
@@ -75,20 +70,11 @@ def mq_lab(tmp_path_factory):
     }
     secrets_file.write_text("".join(f"{k}: {v}\n" for k, v in passwords.items()))
     secrets_file.chmod(0o600)
-
-    created = lablib.create(inventory)
-    if not created.ok:
-        lablib.destroy(inventory)
-        pytest.fail(f"the private broker hosts could not be created:\n{created.describe()}", pytrace=False)
-    instance = lablib.Lab(inventory)
-    instance.workdir = workdir
-    instance.secrets_file = secrets_file
-    instance.passwords = passwords
-    instance.runs = {}
-    yield instance
-    if os.environ.get("LAB_KEEP") != "1":
-        destroyed = lablib.destroy(inventory)
-        assert destroyed.ok, f"the private broker hosts could not be destroyed:\n{destroyed.describe()}"
+    with lablib.private_lab(workdir, INVENTORY, GROUP_VARS, "the private broker hosts") as instance:
+        instance.secrets_file = secrets_file
+        instance.passwords = passwords
+        instance.runs = {}
+        yield instance
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ They are converged three times (first run, second run, --check), then looked at 
 
 from __future__ import annotations
 
-import os
 import stat
 
 import lab as lablib
@@ -67,21 +66,10 @@ UNSUPPORTED_OS_PLAYBOOK = """\
 @pytest.fixture(scope="module")
 def pg_lab(tmp_path_factory):
     """Private db hosts, created for this module and destroyed after it (LAB_KEEP=1 keeps them)."""
-    workdir = tmp_path_factory.mktemp("pg-lab")
-    inventory = workdir / "hosts.yml"
-    inventory.write_text(INVENTORY)
-    (workdir / "group_vars").mkdir()
-    (workdir / "group_vars" / "all.yml").write_text(GROUP_VARS)
-    created = lablib.create(inventory)
-    if not created.ok:
-        lablib.destroy(inventory)
-        pytest.fail(f"the private db hosts could not be created:\n{created.describe()}", pytrace=False)
-    instance = lablib.Lab(inventory)
-    instance.workdir = workdir
-    yield instance
-    if os.environ.get("LAB_KEEP") != "1":
-        destroyed = lablib.destroy(inventory)
-        assert destroyed.ok, f"the private db hosts could not be destroyed:\n{destroyed.describe()}"
+    with lablib.private_lab(
+        tmp_path_factory.mktemp("pg-lab"), INVENTORY, GROUP_VARS, "the private db hosts"
+    ) as instance:
+        yield instance
 
 
 @pytest.fixture(scope="module")
