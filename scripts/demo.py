@@ -75,9 +75,9 @@ def main() -> int:
     started = time.monotonic()
 
     step("the lab: Docker Engine, base images and one systemd container per inventory host")
-    created = lablib.create()
+    created = lablib.create(stream=True)  # building the base images, the first time, takes minutes
     if not created.ok:
-        print(created.describe(), file=sys.stderr)
+        print(f"playbooks/lab.yml failed; full log: {created.log}", file=sys.stderr)
         return 1
     step("deploying the stack with playbooks/site.yml (a first run takes a few minutes)")
     site = lablib.run_playbook("playbooks/site.yml", stream=True)
@@ -104,7 +104,14 @@ def main() -> int:
 
     health = httpx.get(f"{API}/api/v1/metrics/health", timeout=30)
     stats = httpx.get(f"{API}/api/v1/metrics/stats", timeout=30).json()
-    targets = httpx.get(f"{PROMETHEUS}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+    # A Prometheus started by this converge has not scraped yet: its targets are "unknown" until
+    # the first scrape (15 s interval).
+    deadline = time.monotonic() + 60
+    while True:
+        targets = httpx.get(f"{PROMETHEUS}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+        if all(t["health"] != "unknown" for t in targets) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     up = sum(t["health"] == "up" for t in targets)
     body = health.json()
     stored_now = verify["checked"] - before

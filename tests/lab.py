@@ -168,9 +168,11 @@ def molecule(command: str, scenario: str = "default", timeout: float = PLAYBOOK_
     )
 
 
-def create(inventory: str | Path = LAB_INVENTORY) -> PlaybookResult:
+def create(inventory: str | Path = LAB_INVENTORY, stream: bool = False) -> PlaybookResult:
     """Create (or converge) the lab: engine, base images, network, containers."""
-    return run_playbook("playbooks/lab.yml", inventory=inventory, extra_vars={"lab_state": "present"})
+    return run_playbook(
+        "playbooks/lab.yml", inventory=inventory, extra_vars={"lab_state": "present"}, stream=stream
+    )
 
 
 def destroy(inventory: str | Path = LAB_INVENTORY) -> PlaybookResult:
