@@ -103,10 +103,12 @@ def run_playbook(
     diff: bool = False,
     timeout: float = PLAYBOOK_TIMEOUT,
     stream: bool = False,
+    env: dict[str, str] | None = None,
 ) -> PlaybookResult:
     """Run a playbook (path relative to the repository root, or absolute) and parse its recap.
 
-    Does not raise on failure: look at `.ok`, `.changed`, `.stats` and `.describe()`.
+    `env` adds environment variables (e.g. ANSIBLE_* settings). Does not raise on failure: look
+    at `.ok`, `.changed`, `.stats` and `.describe()`.
     """
     cmd = [_tool("ansible-playbook"), str(playbook)]
     if inventory is not None:
@@ -121,10 +123,12 @@ def run_playbook(
         cmd.append("--diff")
     cmd += list(args)
 
-    return _run(cmd, Path(playbook).stem, timeout, stream)
+    return _run(cmd, Path(playbook).stem, timeout, stream, env)
 
 
-def _run(cmd: list[str], name: str, timeout: float, stream: bool = False) -> PlaybookResult:
+def _run(
+    cmd: list[str], name: str, timeout: float, stream: bool = False, env: dict[str, str] | None = None
+) -> PlaybookResult:
     """Run an Ansible tool from the repository root, log its output and parse the recap.
 
     With stream=True the output is also copied to stdout as it comes (for long runs a person watches).
@@ -133,7 +137,7 @@ def _run(cmd: list[str], name: str, timeout: float, stream: bool = False) -> Pla
     log = LOG_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}.log"
     started = time.monotonic()
     with subprocess.Popen(
-        cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd, cwd=ROOT, env=_env() | (env or {}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as proc:
         killer = threading.Timer(timeout, proc.kill)
         killer.start()

@@ -47,43 +47,66 @@ def edit_hosts(inventory, change):
     hosts_file(inventory).write_text(yaml.safe_dump(data))
 
 
-def preflight(inventory, *extra: str) -> lablib.PlaybookResult:
-    return lablib.run_playbook(
-        "playbooks/site.yml", "--tags", "preflight", *extra, inventory=inventory, check=True, timeout=300
-    )
+@pytest.fixture(scope="module")
+def fact_cache(tmp_path_factory):
+    """Facts of the (local) hosts, gathered by the first run and reused by the others."""
+    return {
+        "ANSIBLE_GATHERING": "smart",
+        "ANSIBLE_CACHE_PLUGIN": "ansible.builtin.jsonfile",
+        "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(tmp_path_factory.mktemp("facts")),
+    }
 
 
-def test_the_example_inventory_passes(inventory):
-    run = preflight(inventory)
+@pytest.fixture
+def preflight(inventory, fact_cache):
+    """Runs site.yml's preflight on the inventory, in check mode: preflight("-e", ...)."""
+
+    def run(*extra: str) -> lablib.PlaybookResult:
+        return lablib.run_playbook(
+            "playbooks/site.yml",
+            "--tags",
+            "preflight",
+            *extra,
+            inventory=inventory,
+            check=True,
+            timeout=300,
+            env=fact_cache,
+        )
+
+    return run
+
+
+def test_the_example_inventory_passes(inventory, preflight):
+    run = preflight()
     assert run.ok, run.describe()
     assert run.changed == 0, run.describe()
     assert len(run.stats) == 7, run.describe()  # the example's seven hosts
 
 
-def test_a_missing_group_is_named(inventory):
+def test_a_missing_group_is_named(inventory, preflight):
     edit_hosts(inventory, lambda groups: groups.pop("audit_lb"))
-    run = preflight(inventory)
+    run = preflight()
     assert not run.ok
     assert "the inventory has no hosts in audit_lb" in run.output, run.describe()
     assert run.changed == 0
 
 
-def test_an_empty_group_is_named(inventory):
+def test_an_empty_group_is_named(inventory, preflight):
     edit_hosts(inventory, lambda groups: groups["audit_broker"].update(hosts={}))
-    run = preflight(inventory)
+    run = preflight()
     assert not run.ok
     assert "the inventory has no hosts in audit_broker" in run.output, run.describe()
 
 
-def test_a_host_in_no_group_is_named(inventory):
+def test_a_host_in_no_group_is_named(inventory, preflight):
     edit_hosts(inventory, lambda groups: groups.update(spare={"hosts": {"spare1.example.net": None}}))
-    run = preflight(inventory)
+    run = preflight()
     assert not run.ok
     assert "spare1.example.net is in no group of the stack" in run.output, run.describe()
     assert run.changed == 0
 
 
-def test_a_port_clash_between_roles_is_named(inventory):
+def test_a_port_clash_between_roles_is_named(inventory, preflight):
     # One host as cache and broker: Redis moved onto NATS' monitoring port.
     def cache_on_broker(groups):
         groups["audit_cache"]["hosts"] = {"mq1.example.net": None}
@@ -91,7 +114,7 @@ def test_a_port_clash_between_roles_is_named(inventory):
     edit_hosts(inventory, cache_on_broker)
     (inventory / "host_vars").mkdir()
     (inventory / "host_vars" / "mq1.example.net.yml").write_text("redis_port: 8222\n")
-    run = preflight(inventory)
+    run = preflight()
     assert not run.ok
     assert "mq1.example.net: port 8222 is set for both redis_port and nats_monitor_port" in run.output, (
         run.describe()
@@ -99,15 +122,15 @@ def test_a_port_clash_between_roles_is_named(inventory):
     assert run.changed == 0
 
 
-def test_a_port_that_is_no_port_is_named(inventory):
+def test_a_port_that_is_no_port_is_named(inventory, preflight):
     (inventory / "host_vars").mkdir()
     (inventory / "host_vars" / "lb1.example.net.yml").write_text("nginx_listen_port: http\n")
-    run = preflight(inventory)
+    run = preflight()
     assert not run.ok
     assert "nginx_listen_port must be a port number (1-65535), not 'http'" in run.output, run.describe()
 
 
-def test_an_unreadable_secrets_file_is_named(inventory):
+def test_an_unreadable_secrets_file_is_named(inventory, preflight):
     secrets = inventory / "secrets.yml"
     subprocess.run(
         [lablib._tool("ansible-vault"), "encrypt", str(secrets), "--vault-password-file", "/dev/stdin"],
@@ -116,26 +139,51 @@ def test_an_unreadable_secrets_file_is_named(inventory):
         check=True,
         capture_output=True,
     )
-    run = preflight(inventory)
+    run = preflight()
     assert not run.ok
     assert f"the secrets file {secrets} could not be read" in run.output, run.describe()
     assert run.changed == 0
 
 
-def test_a_secrets_path_that_is_not_a_file_is_named(inventory):
+def test_a_secrets_path_that_is_not_a_file_is_named(inventory, preflight):
     secrets = inventory / "secrets.yml"
     secrets.unlink()
     secrets.mkdir()
-    run = preflight(inventory)
+    run = preflight()
     assert not run.ok
     assert f"the secrets file {secrets} is not a readable regular file" in run.output, run.describe()
 
 
-def test_a_secret_missing_from_the_file_is_named(inventory):
+def test_a_secret_missing_from_the_file_is_named(inventory, preflight):
     secrets = inventory / "secrets.yml"
     secrets.write_text(
         "\n".join(line for line in secrets.read_text().splitlines() if "nats" not in line) + "\n"
     )
-    run = preflight(inventory)
+    run = preflight()
     assert not run.ok
     assert "lacks audit_nats_password" in run.output, run.describe()
+
+
+def test_a_lost_secrets_file_on_a_deployed_stack_is_named(inventory, tmp_path, preflight):
+    # The hosts already run the stack (the marker file exists on them), but the secrets file is
+    # gone: generating a new one would change every password, so preflight stops instead.
+    marker = tmp_path / "audit-service.env"
+    marker.write_text("deployed\n")
+    secrets = inventory / "secrets.yml"
+    secrets.unlink()
+    run = preflight("-e", f"common_deployed_marker={marker}")
+    assert not run.ok
+    assert f"the secrets file {secrets} is missing, but" in run.output, run.describe()
+    assert "a new one would change every password" in run.output, run.describe()
+    assert not secrets.exists()
+
+
+def test_a_missing_secrets_file_on_a_first_deployment_would_be_generated(inventory, preflight):
+    secrets = inventory / "secrets.yml"
+    secrets.unlink()
+    run = preflight()
+    assert run.ok, run.describe()
+    # --check reports the one change a real run would make, and writes nothing.
+    assert run.changed == 1, run.describe()
+    assert "TASK [common : Generate the secrets file]" in run.output
+    assert not secrets.exists()
