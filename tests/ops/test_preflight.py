@@ -15,6 +15,13 @@ import pytest
 import yaml
 
 EXAMPLE = lablib.ROOT / "inventories" / "production.example"
+SECRET_NAMES = [
+    "audit_db_password",
+    "audit_redis_password",
+    "audit_nats_password",
+    "audit_admin_api_key",
+    "audit_grafana_admin_password",
+]
 
 
 @pytest.fixture
@@ -29,10 +36,7 @@ def inventory(tmp_path):
     )
     group_vars.write_text(yaml.safe_dump(settings))
     secrets = target / "secrets.yml"
-    names = ["audit_db_password", "audit_redis_password", "audit_nats_password", "audit_admin_api_key"]
-    secrets.write_text(
-        "".join(f"{n}: {'x' * 24}{i}\n" for i, n in enumerate([*names, "audit_grafana_admin_password"]))
-    )
+    secrets.write_text("".join(f"{n}: {'x' * 24}{i}\n" for i, n in enumerate(SECRET_NAMES)))
     secrets.chmod(0o600)
     return target
 
@@ -187,3 +191,69 @@ def test_a_missing_secrets_file_on_a_first_deployment_would_be_generated(invento
     assert run.changed == 1, run.describe()
     assert "TASK [common : Generate the secrets file]" in run.output
     assert not secrets.exists()
+
+
+OTHER_OS_PLAYBOOK = """\
+- name: A host whose facts say Ubuntu 24.04
+  hosts: all
+  tasks:
+    - name: Pretend to be Ubuntu 24.04
+      ansible.builtin.set_fact:
+        distribution: Ubuntu
+        distribution_major_version: "24"
+        distribution_version: "24.04"
+        cacheable: true
+    - name: The role's preflight
+      ansible.builtin.include_role:
+        name: "{{ role_under_test }}"
+        tasks_from: preflight
+"""
+
+
+# The host in every group, so that the roles' defaults (which look at the groups) resolve.
+OTHER_OS_INVENTORY = {
+    "all": {
+        "children": {
+            group: {"hosts": {"ubuntu1": None}}
+            for group in (
+                "audit_db",
+                "audit_cache",
+                "audit_broker",
+                "audit_api",
+                "audit_worker",
+                "audit_lb",
+                "audit_monitoring",
+            )
+        }
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("role", "refused_by"),
+    [
+        ("postgresql", "postgresql"),
+        ("redis", "redis"),
+        ("nats", "nats"),
+        # audit_api and audit_worker depend on audit_service, which checks first.
+        ("audit_api", "audit_service"),
+        ("audit_worker", "audit_service"),
+        ("nginx", "nginx"),
+        ("prometheus", "prometheus"),
+        ("grafana", "grafana"),
+    ],
+)
+def test_every_role_refuses_another_os(role, refused_by, tmp_path):
+    # Each role alone (not only after common) refuses an OS other than Debian 12 / 13.
+    playbook = tmp_path / "other_os.yml"
+    playbook.write_text(OTHER_OS_PLAYBOOK)
+    hosts = tmp_path / "hosts.yml"
+    hosts.write_text(yaml.safe_dump(OTHER_OS_INVENTORY))
+    # Secrets too: the argument specs of the roles that need them are checked before any task.
+    extra = {"role_under_test": role} | {name: "s" * 24 for name in SECRET_NAMES}
+    run = lablib.run_playbook(playbook, "-c", "local", extra_vars=extra, inventory=hosts, timeout=120)
+    assert not run.ok
+    message = " ".join(run.output.split())  # the callback folds long messages
+    expected = f"ubuntu1 runs Ubuntu 24.04, which is not supported: role {refused_by} supports Debian 12"
+    assert expected in message, run.describe()
+    assert run.changed == 0
