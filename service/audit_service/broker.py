@@ -147,6 +147,17 @@ def message_id(tenant_id: Any, event_ids: list[str]) -> str:
     return f"{tenant_id}:batch-" + hashlib.sha256("\n".join(event_ids).encode()).hexdigest()
 
 
+# JetStream acks in milliseconds; a publish still unacked after this long was lost (typically in a
+# reconnect) and will not be acked at all.
+PUBLISH_ACK_TIMEOUT = 5.0
+
+
+def publish_timeout(settings: Any) -> float:
+    """How long a publish waits for its ack: well inside API_TIMEOUT, so that a lost publish is
+    answered 503 "retry" (a re-send is safe: Nats-Msg-Id) instead of running into a 504."""
+    return max(0.05, min(PUBLISH_ACK_TIMEOUT, settings.api_timeout / 2))
+
+
 async def publish(
     js: JetStreamContext, nc: Client, settings: Any, tenant_id: Any, payload: bytes, event_ids: list[str]
 ) -> int:
@@ -158,7 +169,7 @@ async def publish(
     ack = await js.publish(
         subject(settings, tenant_id),
         payload,
-        timeout=settings.api_timeout,
+        timeout=publish_timeout(settings),
         stream=settings.stream_name,
         headers={"Nats-Msg-Id": message_id(tenant_id, event_ids)},
     )
