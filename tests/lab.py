@@ -28,6 +28,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LAB_INVENTORY = ROOT / "inventories" / "lab"
 LOG_DIR = ROOT / ".cache" / "lab-logs"
+# The secrets the common role generates into the secrets file (the tests' own statement of it).
+SECRET_NAMES = [
+    "audit_db_password",
+    "audit_redis_password",
+    "audit_nats_password",
+    "audit_admin_api_key",
+    "audit_grafana_admin_password",
+]
 # Building both base images from nothing takes a few minutes; a normal run, well under one.
 PLAYBOOK_TIMEOUT = 1800
 

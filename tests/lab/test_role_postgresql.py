@@ -16,13 +16,6 @@ import yaml
 pytestmark = pytest.mark.lab
 
 PLAYBOOK = "playbooks/roles_test/postgresql.yml"
-SECRET_NAMES = [
-    "audit_db_password",
-    "audit_redis_password",
-    "audit_nats_password",
-    "audit_admin_api_key",
-    "audit_grafana_admin_password",
-]
 
 INVENTORY = """\
 all:
@@ -171,7 +164,7 @@ def test_other_logins_are_rejected(pg_lab, secrets):
 def test_secrets_file_is_private_complete_and_never_printed(pg_lab, converged, secrets):
     path = pg_lab.workdir / "secrets.yml"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert sorted(secrets) == sorted(SECRET_NAMES)
+    assert sorted(secrets) == sorted(lablib.SECRET_NAMES)
     for name, value in secrets.items():
         assert isinstance(value, str) and len(value) >= 32, name
         assert value.isalnum(), name

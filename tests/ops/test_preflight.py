@@ -15,13 +15,6 @@ import pytest
 import yaml
 
 EXAMPLE = lablib.ROOT / "inventories" / "production.example"
-SECRET_NAMES = [
-    "audit_db_password",
-    "audit_redis_password",
-    "audit_nats_password",
-    "audit_admin_api_key",
-    "audit_grafana_admin_password",
-]
 
 
 @pytest.fixture
@@ -36,7 +29,7 @@ def inventory(tmp_path):
     )
     group_vars.write_text(yaml.safe_dump(settings))
     secrets = target / "secrets.yml"
-    secrets.write_text("".join(f"{n}: {'x' * 24}{i}\n" for i, n in enumerate(SECRET_NAMES)))
+    secrets.write_text("".join(f"{n}: {'x' * 24}{i}\n" for i, n in enumerate(lablib.SECRET_NAMES)))
     secrets.chmod(0o600)
     return target
 
@@ -250,7 +243,7 @@ def test_every_role_refuses_another_os(role, refused_by, tmp_path):
     hosts = tmp_path / "hosts.yml"
     hosts.write_text(yaml.safe_dump(OTHER_OS_INVENTORY))
     # Secrets too: the argument specs of the roles that need them are checked before any task.
-    extra = {"role_under_test": role} | {name: "s" * 24 for name in SECRET_NAMES}
+    extra = {"role_under_test": role} | {name: "s" * 24 for name in lablib.SECRET_NAMES}
     run = lablib.run_playbook(playbook, "-c", "local", extra_vars=extra, inventory=hosts, timeout=120)
     assert not run.ok
     message = " ".join(run.output.split())  # the callback folds long messages
