@@ -244,14 +244,20 @@ class Lab:
 
 
 @contextmanager
-def private_lab(workdir: Path, inventory: str, group_vars: str, what: str) -> Iterator[Lab]:
-    """Hosts of a test's own, beside the shared lab: the inventory (hosts.yml) and
-    group_vars/all.yml written into workdir, the containers created, and removed afterwards
-    (unless LAB_KEEP=1). `what` names them in failure messages."""
+def private_lab(workdir: Path, inventory: str, network: str, what: str) -> Iterator[Lab]:
+    """Hosts of a test's own, beside the shared lab, on their own Docker network: the inventory
+    (hosts.yml) and the lab's connection settings written into workdir, the containers created,
+    and removed afterwards (unless LAB_KEEP=1). `what` names them in failure messages."""
     hosts = workdir / "hosts.yml"
     hosts.write_text(inventory)
     (workdir / "group_vars").mkdir(exist_ok=True)
-    (workdir / "group_vars" / "all.yml").write_text(group_vars)
+    (workdir / "group_vars" / "all.yml").write_text(
+        "audit_deploy_mode: systemd\n"
+        "ansible_connection: community.docker.docker\n"
+        "ansible_python_interpreter: /usr/bin/python3\n"
+        "ansible_user: root\n"
+        f"lab_network: {network}\n"
+    )
     created = create(hosts)
     if not created.ok:
         destroy(hosts)

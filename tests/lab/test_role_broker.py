@@ -36,13 +36,7 @@ all:
         mq13:
 """
 
-GROUP_VARS = """\
-audit_deploy_mode: systemd
-ansible_connection: community.docker.docker
-ansible_python_interpreter: /usr/bin/python3
-ansible_user: root
-lab_network: audit-t-mq-net
-"""
+NETWORK = "audit-t-mq-net"
 
 HOSTS = ["mq12", "mq13"]
 
@@ -70,7 +64,7 @@ def mq_lab(tmp_path_factory):
     }
     secrets_file.write_text("".join(f"{k}: {v}\n" for k, v in passwords.items()))
     secrets_file.chmod(0o600)
-    with lablib.private_lab(workdir, INVENTORY, GROUP_VARS, "the private broker hosts") as instance:
+    with lablib.private_lab(workdir, INVENTORY, NETWORK, "the private broker hosts") as instance:
         instance.secrets_file = secrets_file
         instance.passwords = passwords
         instance.runs = {}

@@ -30,13 +30,7 @@ all:
           lab_image: local/debian-systemd:trixie
 """
 
-GROUP_VARS = """\
-audit_deploy_mode: systemd
-ansible_connection: community.docker.docker
-ansible_python_interpreter: /usr/bin/python3
-ansible_user: root
-lab_network: audit-t-pg-net
-"""
+NETWORK = "audit-t-pg-net"
 
 # Runs the same roles after making the facts say Ubuntu 24.04: preflight must stop it.
 UNSUPPORTED_OS_PLAYBOOK = """\
@@ -60,7 +54,7 @@ UNSUPPORTED_OS_PLAYBOOK = """\
 def pg_lab(tmp_path_factory):
     """Private db hosts, created for this module and destroyed after it (LAB_KEEP=1 keeps them)."""
     with lablib.private_lab(
-        tmp_path_factory.mktemp("pg-lab"), INVENTORY, GROUP_VARS, "the private db hosts"
+        tmp_path_factory.mktemp("pg-lab"), INVENTORY, NETWORK, "the private db hosts"
     ) as instance:
         yield instance
 
