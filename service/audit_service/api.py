@@ -20,6 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from nats.errors import Error as NatsError
+from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ValidationError
 
 from . import broker, chain, config, db, jsonlog, metrics, store
@@ -76,19 +77,28 @@ class State:
         self._nats_task = asyncio.create_task(self._connect_nats())
 
     async def _connect_nats(self) -> None:
-        """Connect, then make sure the stream exists; retried until it works."""
+        """Connect (retried until it works), then say what is wrong with the stream, if anything.
+
+        The stream belongs to the deployment (role nats): the API publishes to it and never
+        creates or changes it. A missing stream shows in health (nats unhealthy) and refuses
+        ingest with 503, so an operator sees it at once.
+        """
         delay = 0.5
-        while True:
+        while self.nc is None:
             try:
-                if self.nc is None:
-                    self.nc, self.js = await broker.connect(self.settings, "audit-api")
-                await broker.ensure_stream(self.js, self.settings)
-                log.info("nats ready", extra={"stream": self.settings.stream_name})
-                return
+                self.nc, self.js = await broker.connect(self.settings, "audit-api")
             except Exception as exc:  # noqa: BLE001 - any failure is retried
                 log.warning("nats not ready", extra={"error": str(exc) or type(exc).__name__})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        try:
+            problems = await broker.check_stream(self.js, self.settings)
+        except Exception as exc:  # noqa: BLE001 - health reports it from now on
+            problems = [str(exc) or type(exc).__name__]
+        metrics.stream_problems.set(len(problems))
+        for problem in problems:
+            log.error("stream misconfigured", extra={"error": problem})
+        log.info("nats ready", extra={"stream": self.settings.stream_name})
 
     async def stop(self) -> None:
         if self._nats_task:
@@ -177,15 +187,7 @@ async def _accept(request: Request, tenant_id: uuid.UUID, events: list[EventIn])
         doc["occurred_at"] = doc["occurred_at"] or received_at
         docs.append(doc)
     ids = [d["event_id"] for d in docs]
-    payload = dumps(
-        {
-            "v": broker.MESSAGE_VERSION,
-            "tenant_id": tenant_id,
-            "received_at": received_at,
-            "correlation_id": jsonlog.correlation_id.get(),
-            "events": docs,
-        }
-    )
+    payload = broker.encode(tenant_id, received_at, jsonlog.correlation_id.get(), docs)
     try:
         await broker.publish(st.js, st.nc, st.settings, tenant_id, payload, ids)
     except broker.PayloadTooLarge as exc:
@@ -438,14 +440,30 @@ async def _timed(coro: Any) -> dict[str, Any]:
 async def _nats_probe(st: State) -> None:
     if st.nc is None or not st.nc.is_connected:
         raise ConnectionError("not connected")
-    await st.js.stream_info(st.settings.stream_name)
+    problems = await broker.check_stream(st.js, st.settings)
+    metrics.stream_problems.set(len(problems))
+
+
+async def _worker_probe(st: State) -> None:
+    """Is a worker consuming? Its durable consumer exists, and messages that wait are pulled."""
+    if st.nc is None or not st.nc.is_connected:
+        raise ConnectionError("not connected")
+    try:
+        c = await st.js.consumer_info(st.settings.stream_name, broker.CONSUMER)
+    except NotFoundError:
+        raise LookupError(f"consumer {broker.CONSUMER} does not exist: no worker is consuming") from None
+    if c.num_pending and not c.num_ack_pending and not c.num_waiting:
+        raise RuntimeError(f"{c.num_pending} messages wait and no worker pulls them")
 
 
 async def probe_components(st: State) -> dict[str, Any]:
-    database, redis_, nats_ = await asyncio.gather(
-        _timed(st.pool.fetchval("SELECT 1")), _timed(st.cache.ping()), _timed(_nats_probe(st))
+    database, redis_, nats_, worker = await asyncio.gather(
+        _timed(st.pool.fetchval("SELECT 1")),
+        _timed(st.cache.ping()),
+        _timed(_nats_probe(st)),
+        _timed(_worker_probe(st)),
     )
-    components = {"database": database, "redis": redis_, "nats": nats_}
+    components = {"database": database, "redis": redis_, "nats": nats_, "worker": worker}
     for name, comp in components.items():
         metrics.component_up.labels(name).set(1 if comp["status"] == "healthy" else 0)
     return components
@@ -453,10 +471,11 @@ async def probe_components(st: State) -> dict[str, Any]:
 
 def overall_status(components: dict[str, Any]) -> str:
     # Without PostgreSQL nothing can be read, without NATS nothing can be written: unhealthy.
-    # Without Redis only the cache and the rate limit are lost: degraded.
+    # Without Redis only the cache and the rate limit are lost, and without a worker events wait
+    # in the stream (nothing is lost, reads fall behind): degraded.
     if any(components[c]["status"] != "healthy" for c in ("database", "nats")):
         return "unhealthy"
-    if components["redis"]["status"] != "healthy":
+    if any(components[c]["status"] != "healthy" for c in ("redis", "worker")):
         return "degraded"
     return "healthy"
 
@@ -472,6 +491,11 @@ async def refresh_gauges(st: State) -> None:
             metrics.queue_ack_pending.set(q["consumer_ack_pending"])
     except Exception as exc:  # noqa: BLE001
         log.debug("queue stats unavailable", extra={"error": str(exc)})
+    try:
+        held = await asyncio.wait_for(store.count_dead_letters(st.pool), PROBE_TIMEOUT)
+        metrics.dead_letters_held.set(held)
+    except Exception as exc:  # noqa: BLE001
+        log.debug("dead letters unavailable", extra={"error": str(exc)})
     try:
         heads = await asyncio.wait_for(store.chain_heads(st.pool), PROBE_TIMEOUT)
         for h in heads:

@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
+from datetime import datetime
 from typing import Any
 
 import nats
+import orjson
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
-    DiscardPolicy,
     RetentionPolicy,
     StorageType,
-    StreamConfig,
 )
 from nats.js.errors import NotFoundError
+
+from . import store
+from .models import dumps
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +45,65 @@ def subject(settings: Any, tenant_id: Any) -> str:
     return f"{settings.stream_subject_prefix}.{tenant_id}"
 
 
-def stream_config(settings: Any) -> StreamConfig:
-    # Limits retention: messages stay for STREAM_MAX_AGE_DAYS after they are acked, so that a
-    # database restored from a backup can be caught up by replaying the stream.
-    return StreamConfig(
-        name=settings.stream_name,
-        subjects=[f"{settings.stream_subject_prefix}.>"],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        discard=DiscardPolicy.OLD,
-        max_age=settings.stream_max_age_days * 86400,
-        duplicate_window=float(settings.stream_duplicate_window_seconds),
-        num_replicas=settings.stream_replicas,
+# --- the message between the API and the worker -------------------------------------------------
+
+
+class BadMessage(ValueError):
+    pass
+
+
+def encode(tenant_id: Any, received_at: datetime, correlation_id: str | None, events: list[dict]) -> bytes:
+    """One request's events as the API publishes them (to the tenant's own subject)."""
+    return dumps(
+        {
+            "v": MESSAGE_VERSION,
+            "tenant_id": tenant_id,
+            "received_at": received_at,
+            "correlation_id": correlation_id,
+            "events": events,
+        }
     )
+
+
+def decode(data: bytes, msg_subject: str, stream_seq: int) -> list[store.Pending]:
+    """A stream message's events, in the shape store.append takes.
+
+    The tenant is the one of the subject the message was published to: the API may publish only
+    to its caller's subject (NATS permissions), so a payload cannot name another tenant.
+    """
+    try:
+        tenant_id = uuid.UUID(msg_subject.rsplit(".", 1)[-1])
+        doc = orjson.loads(data)
+        if doc.get("v") != MESSAGE_VERSION:
+            raise BadMessage(f"unknown message version {doc.get('v')!r}")
+        if doc.get("tenant_id") is not None and uuid.UUID(doc["tenant_id"]) != tenant_id:
+            raise BadMessage(f"payload names tenant {doc['tenant_id']}, subject {msg_subject}")
+        received_raw = doc["received_at"]
+        received_at = datetime.fromisoformat(received_raw)
+        correlation_id = doc.get("correlation_id")
+        out = []
+        for e in doc["events"]:
+            occurred_raw = e["occurred_at"]
+            event = {
+                "event_id": e["event_id"],  # the API wrote it in canonical form; PostgreSQL checks it
+                "created_at": received_at,
+                # Most events default occurred_at to the receipt time: skip parsing it again.
+                "occurred_at": received_at
+                if occurred_raw == received_raw
+                else datetime.fromisoformat(occurred_raw),
+                "actor": e["actor"],
+                "action": e["action"],
+                "target": e.get("target"),
+                "outcome": e.get("outcome") or "unknown",
+                "source_ip": e.get("source_ip"),
+                "user_agent": e.get("user_agent"),
+                "metadata": e.get("metadata"),
+                "correlation_id": correlation_id,
+            }
+            out.append(store.Pending(tenant_id, event, stream_seq).prepare())
+        return out
+    except (KeyError, TypeError, ValueError, AttributeError, orjson.JSONDecodeError) as exc:
+        raise BadMessage(f"undecodable message at stream seq {stream_seq}: {exc}") from exc
 
 
 def consumer_config(settings: Any) -> ConsumerConfig:
@@ -102,30 +152,37 @@ async def connect(settings: Any, name: str, **callbacks: Any) -> tuple[Client, J
     return nc, nc.jetstream(timeout=settings.api_timeout)
 
 
-async def ensure_stream(js: JetStreamContext, settings: Any) -> dict[str, Any]:
-    """Create the stream, or update it when its settings differ. Returns what changed."""
-    wanted = stream_config(settings)
+class StreamMissing(RuntimeError):
+    pass
+
+
+async def check_stream(js: JetStreamContext, settings: Any) -> list[str]:
+    """What is wrong with the stream for the service, as sentences; [] when nothing is.
+
+    The stream has one owner, the deployment (role nats, module auditlog.ops.nats_stream): the
+    service never creates or changes it, so that a setting changed there stays changed. It only
+    checks what it depends on: the stream exists, takes the service's subjects, keeps messages on
+    disk and keeps acked ones (limits retention) for the catch-up after a restore. Raises
+    StreamMissing when there is no stream at all.
+    """
     try:
         info = await js.stream_info(settings.stream_name)
     except NotFoundError:
-        await js.add_stream(wanted)
-        return {"created": True, "changed": {}}
-    have = info.config
-    diff = {}
-    for field in (
-        "subjects",
-        "retention",
-        "storage",
-        "max_age",
-        "duplicate_window",
-        "discard",
-        "num_replicas",
-    ):
-        if getattr(have, field) != getattr(wanted, field):
-            diff[field] = {"before": getattr(have, field), "after": getattr(wanted, field)}
-    if diff:
-        await js.update_stream(wanted)
-    return {"created": False, "changed": diff}
+        raise StreamMissing(
+            f"stream {settings.stream_name} does not exist: the deployment creates it (role nats)"
+        ) from None
+    problems = []
+    name, wanted, cfg = settings.stream_name, f"{settings.stream_subject_prefix}.>", info.config
+    if wanted not in (cfg.subjects or []):
+        problems.append(f"stream {name} does not take {wanted} (its subjects: {cfg.subjects})")
+    if cfg.storage != StorageType.FILE:
+        problems.append(f"stream {name} keeps messages in memory: they would not survive a restart")
+    if cfg.retention != RetentionPolicy.LIMITS:
+        problems.append(
+            f"stream {name} has {cfg.retention} retention: acked messages would be removed, so a "
+            "restored database could not be caught up"
+        )
+    return problems
 
 
 async def ensure_consumer(js: JetStreamContext, settings: Any) -> None:
@@ -172,6 +229,20 @@ async def publish(
         timeout=publish_timeout(settings),
         stream=settings.stream_name,
         headers={"Nats-Msg-Id": message_id(tenant_id, event_ids)},
+    )
+    return ack.seq
+
+
+async def republish(js: JetStreamContext, settings: Any, msg_subject: str, data: bytes, msg_id: str) -> int:
+    """Put a kept message back into the stream (a dead letter's re-drive); returns its new sequence."""
+    if not msg_subject.startswith(settings.stream_subject_prefix + "."):
+        raise ValueError(f"subject {msg_subject} is not one of stream {settings.stream_name}")
+    ack = await js.publish(
+        msg_subject,
+        bytes(data),
+        timeout=publish_timeout(settings),
+        stream=settings.stream_name,
+        headers={"Nats-Msg-Id": msg_id},
     )
     return ack.seq
 

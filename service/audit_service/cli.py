@@ -111,6 +111,45 @@ def cmd_replay(settings: config.Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dead_letters(settings: config.Settings, args: argparse.Namespace) -> int:
+    """List the dead letters, or re-drive some into the stream (each row goes once it is acked)."""
+    from . import broker
+
+    ids = None if args.all else args.redrive
+
+    async def go() -> dict[str, Any]:
+        conn = await _connect(settings)()
+        try:
+            rows = await store.dead_letters(conn, ids if args.redrive or args.all else None)
+            if not (args.redrive or args.all):
+                return {"count": len(rows), "dead_letters": [_dead_letter_view(r) for r in rows]}
+            missing = sorted(set(ids or []) - {r["id"] for r in rows})
+            if missing:
+                raise LookupError(f"no dead letter with id {', '.join(map(str, missing))}")
+            nc, js = await broker.connect(settings, "audit-cli")
+            redriven = []
+            try:
+                for r in rows:
+                    seq = await broker.republish(js, settings, r["subject"], r["data"], f"redrive-{r['id']}")
+                    await store.remove_dead_letter(conn, r["id"])
+                    redriven.append({"id": r["id"], "old_stream_seq": r["stream_seq"], "stream_seq": seq})
+            finally:
+                await nc.close()
+            return {"redriven": redriven, "changed": bool(redriven)}
+        finally:
+            await conn.close()
+
+    print(dumps(asyncio.run(go())).decode())
+    return 0
+
+
+def _dead_letter_view(row: Any) -> dict[str, Any]:
+    out = {k: row[k] for k in ("id", "stream_seq", "subject", "msg_id", "error", "deliveries", "created_at")}
+    out["bytes"] = len(row["data"])
+    out["data"] = bytes(row["data"][:2048]).decode("utf-8", "replace")
+    return out
+
+
 def cmd_check_config(settings: config.Settings, args: argparse.Namespace) -> int:
     print(dumps(settings.safe_summary()).decode())
     return 0
@@ -138,6 +177,12 @@ def parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help="store the stream's events again (catch up a restored database)")
     rp.add_argument("--from-seq", type=int, help="first stream sequence (default: the stream's first)")
     rp.set_defaults(func=cmd_replay)
+    d = sub.add_parser(
+        "dead-letters", help="list the messages the worker could not store, or re-drive them into the stream"
+    )
+    d.add_argument("--redrive", type=int, nargs="+", metavar="ID", help="re-drive these dead letters")
+    d.add_argument("--all", action="store_true", help="re-drive every dead letter")
+    d.set_defaults(func=cmd_dead_letters)
     sub.add_parser(
         "check-config", help="validate the environment and print it (secrets masked)"
     ).set_defaults(func=cmd_check_config)

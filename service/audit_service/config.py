@@ -111,12 +111,10 @@ SPEC: dict[str, tuple[str | None, Callable[[str, str], Any]]] = {
     "RATE_LIMIT_PER_MINUTE": ("600000", _int(0, 10**9)),
     "STREAM_NAME": ("audit-logs", _text),
     "STREAM_SUBJECT_PREFIX": ("audit.logs", _text),
-    "STREAM_MAX_AGE_DAYS": ("7", _float(0.001, 3650)),
-    "STREAM_DUPLICATE_WINDOW_SECONDS": ("120", _int(1, 86400)),
-    "STREAM_REPLICAS": ("1", _int(1, 5)),
     "MAX_REQUEST_BYTES": ("4194304", _int(1024, 64 * 1024 * 1024)),
     "WORKER_BATCH_SIZE": ("500", _int(1, 10000)),
     "WORKER_ACK_WAIT_SECONDS": ("30", _float(1, 3600)),
+    "WORKER_MAX_DELIVERIES": ("5", _int(1, 1000)),
     "WORKER_METRICS_PORT": ("9101", _int(0, 65535)),
     "WORKER_METRICS_HOST": ("127.0.0.1", _text),
     "PARTITION_MONTHS_AHEAD": ("2", _int(1, 24)),
@@ -142,12 +140,10 @@ class Settings:
     rate_limit_per_minute: int
     stream_name: str
     stream_subject_prefix: str
-    stream_max_age_days: float
-    stream_duplicate_window_seconds: int
-    stream_replicas: int
     max_request_bytes: int
     worker_batch_size: int
     worker_ack_wait_seconds: float
+    worker_max_deliveries: int
     worker_metrics_port: int
     worker_metrics_host: str
     partition_months_ahead: int

@@ -37,6 +37,12 @@ worker_batches = Counter("audit_worker_batches_total", "Batches committed by the
 worker_errors = Counter(
     "audit_worker_errors_total", "Batches that failed and were left for redelivery", ["kind"]
 )
+worker_consuming = Gauge(
+    "audit_worker_consuming", "1 while the worker is bound to its consumer", multiprocess_mode="max"
+)
+dead_letters = Counter(
+    "audit_worker_dead_letters_total", "Messages moved to the dead_letters table after their last attempt"
+)
 worker_batch_seconds = Histogram(
     "audit_worker_batch_duration_seconds", "Time to store one batch", buckets=LATENCY_BUCKETS
 )
@@ -53,6 +59,16 @@ queue_pending = Gauge(
 )
 queue_ack_pending = Gauge(
     "audit_queue_consumer_ack_pending", "Messages delivered but not yet acked", multiprocess_mode="mostrecent"
+)
+dead_letters_held = Gauge(
+    "audit_dead_letters",
+    "Messages held in the dead_letters table (inspect, then re-drive)",
+    multiprocess_mode="mostrecent",
+)
+stream_problems = Gauge(
+    "audit_stream_config_problems",
+    "What the service found wrong with the stream's configuration (0: nothing)",
+    multiprocess_mode="max",
 )
 chain_head_seq = Gauge(
     "audit_chain_head_seq",

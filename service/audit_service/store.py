@@ -202,6 +202,49 @@ async def append(conn: asyncpg.Connection, pending: Iterable[Pending]) -> Append
     return result
 
 
+# --- dead letters ----------------------------------------------------------------------------
+
+
+async def add_dead_letter(
+    conn: asyncpg.Connection,
+    *,
+    stream_seq: int,
+    subject: str,
+    msg_id: str | None,
+    data: bytes,
+    error: str,
+    deliveries: int,
+) -> None:
+    """Keep a message the worker gave up on; a second call for the same stream message is a no-op."""
+    await conn.execute(
+        "INSERT INTO dead_letters (stream_seq, subject, msg_id, data, error, deliveries) "
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (stream_seq) DO NOTHING",
+        stream_seq,
+        subject,
+        msg_id,
+        data,
+        error,
+        deliveries,
+    )
+
+
+async def dead_letters(conn: asyncpg.Connection, ids: list[int] | None = None) -> list[asyncpg.Record]:
+    """The dead letters (all, or those of `ids`), oldest first."""
+    return await conn.fetch(
+        "SELECT id, stream_seq, subject, msg_id, data, error, deliveries, created_at FROM dead_letters "
+        "WHERE $1::bigint[] IS NULL OR id = ANY($1::bigint[]) ORDER BY id",
+        ids,
+    )
+
+
+async def remove_dead_letter(conn: asyncpg.Connection, dead_letter_id: int) -> None:
+    await conn.execute("DELETE FROM dead_letters WHERE id = $1", dead_letter_id)
+
+
+async def count_dead_letters(pool: asyncpg.Pool) -> int:
+    return await pool.fetchval("SELECT count(*) FROM dead_letters")
+
+
 # --- queries ----------------------------------------------------------------------------------
 
 SELECT_EVENT = (

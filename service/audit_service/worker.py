@@ -11,15 +11,14 @@ import asyncio
 import logging
 import signal
 import time
-import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import orjson
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import NotFoundError
 from prometheus_client import start_http_server
 
 from . import broker, chain, config, db, jsonlog, metrics, store
@@ -31,6 +30,8 @@ log = logging.getLogger("audit_service.worker")
 CHUNK_EVENTS = 2000
 RETRY_DELAY = 1.0
 MAX_INFLIGHT = 2
+# While idle, how often the worker makes sure its consumer still exists (someone may delete it).
+CONSUMER_CHECK_SECONDS = 5.0
 
 TRANSIENT_DB = (
     OSError,
@@ -46,45 +47,6 @@ TRANSIENT_DB = (
 )
 
 
-class BadMessage(ValueError):
-    pass
-
-
-def decode(data: bytes, stream_seq: int) -> list[store.Pending]:
-    """A stream message's events, in the shape store.append takes."""
-    try:
-        doc = orjson.loads(data)
-        if doc.get("v") != broker.MESSAGE_VERSION:
-            raise BadMessage(f"unknown message version {doc.get('v')!r}")
-        tenant_id = uuid.UUID(doc["tenant_id"])
-        received_raw = doc["received_at"]
-        received_at = datetime.fromisoformat(received_raw)
-        correlation_id = doc.get("correlation_id")
-        out = []
-        for e in doc["events"]:
-            occurred_raw = e["occurred_at"]
-            event = {
-                "event_id": e["event_id"],  # the API wrote it in canonical form; PostgreSQL checks it
-                "created_at": received_at,
-                # Most events default occurred_at to the receipt time: skip parsing it again.
-                "occurred_at": received_at
-                if occurred_raw == received_raw
-                else datetime.fromisoformat(occurred_raw),
-                "actor": e["actor"],
-                "action": e["action"],
-                "target": e.get("target"),
-                "outcome": e.get("outcome") or "unknown",
-                "source_ip": e.get("source_ip"),
-                "user_agent": e.get("user_agent"),
-                "metadata": e.get("metadata"),
-                "correlation_id": correlation_id,
-            }
-            out.append(store.Pending(tenant_id, event, stream_seq).prepare())
-        return out
-    except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
-        raise BadMessage(f"undecodable message at stream seq {stream_seq}: {exc}") from exc
-
-
 class Worker:
     def __init__(self, settings: config.Settings):
         self.settings = settings
@@ -95,21 +57,44 @@ class Worker:
         self.js: Any = None
         self.known_months: set[str] = set()
         self.totals: Counter[str] = Counter()
+        self.max_deliveries = settings.worker_max_deliveries
 
     async def _connect(self) -> Any:
+        """Bind to the durable consumer (made when missing); retried until the stream exists.
+
+        The worker owns its consumer, not the stream: a missing or misconfigured stream is
+        reported (log, audit_worker_consuming 0, the API's health), never created here.
+        """
         delay = 0.5
+        metrics.worker_consuming.set(0)
         while not self.stopping.is_set():
             try:
                 if self.nc is None:
                     self.nc, self.js = await broker.connect(self.settings, "audit-worker")
-                await broker.ensure_stream(self.js, self.settings)
+                for problem in await broker.check_stream(self.js, self.settings):
+                    log.error("stream misconfigured", extra={"error": problem})
                 await broker.ensure_consumer(self.js, self.settings)
-                return await self.js.pull_subscribe_bind(broker.CONSUMER, self.settings.stream_name)
+                sub = await self.js.pull_subscribe_bind(broker.CONSUMER, self.settings.stream_name)
+                metrics.worker_consuming.set(1)
+                return sub
             except Exception as exc:  # noqa: BLE001 - retried until the broker is there
                 log.warning("nats not ready", extra={"error": str(exc) or type(exc).__name__})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         return None
+
+    async def _rebind_if_gone(self, sub: Any) -> Any:
+        """The subscription to use: `sub`, or a new one when the consumer (or stream) was deleted."""
+        try:
+            await self.js.consumer_info(self.settings.stream_name, broker.CONSUMER)
+            return sub
+        except NotFoundError:
+            log.error("consumer %s is gone; making it again", broker.CONSUMER)
+        except Exception as exc:  # noqa: BLE001 - the broker is away: fetch retries on its own
+            log.debug("consumer check failed", extra={"error": str(exc) or type(exc).__name__})
+            return sub
+        await _quiet(sub.unsubscribe())
+        return await self._connect()
 
     async def _ensure_partitions(self, pending: list[store.Pending]) -> None:
         # One receipt time per message: look at each distinct one once, not at every event.
@@ -134,13 +119,11 @@ class Worker:
         size = 0
         for msg in msgs:
             try:
-                events = decode(msg.data, msg.metadata.sequence.stream)
-            except BadMessage as exc:
-                # Cannot be stored as it is; keep it in the stream (not acked) and say so loudly.
+                events = broker.decode(msg.data, msg.subject, msg.metadata.sequence.stream)
+            except broker.BadMessage as exc:
                 metrics.worker_errors.labels("undecodable").inc()
                 self.totals["undecodable"] += 1
-                log.error("undecodable message left in the stream", extra={"error": str(exc)})
-                await msg.nak(delay=300)
+                await self._failed(msg, str(exc))
                 continue
             chunk.append((msg, events))
             size += len(events)
@@ -149,6 +132,43 @@ class Worker:
                 chunk, size = [], 0
         if chunk:
             await self._commit(chunk)
+
+    async def _failed(self, msg: Any, error: str) -> None:
+        """A message that cannot be stored as it is. It is tried again (after 1, 2, 4... s) until it
+        was delivered WORKER_MAX_DELIVERIES times, then kept in the dead_letters table, for the
+        operator to inspect and re-drive (`audit-service dead-letters`), and only then acked: an
+        accepted event is never dropped, nor left to expire with the stream's window."""
+        seq = msg.metadata.sequence.stream
+        deliveries = msg.metadata.num_delivered or 1
+        if deliveries < self.max_deliveries:
+            log.warning(
+                "message failed; it will be delivered again",
+                extra={"error": error, "stream_seq": seq, "deliveries": deliveries},
+            )
+            await _quiet(msg.nak(delay=min(2 ** (deliveries - 1), 60)))
+            return
+        try:
+            async with self.pool.acquire() as conn:
+                await store.add_dead_letter(
+                    conn,
+                    stream_seq=seq,
+                    subject=msg.subject,
+                    msg_id=(msg.headers or {}).get("Nats-Msg-Id"),
+                    data=msg.data,
+                    error=error,
+                    deliveries=deliveries,
+                )
+        except TRANSIENT_DB as exc:
+            log.warning("dead letter not written; retried", extra={"error": str(exc) or type(exc).__name__})
+            await _quiet(msg.nak(delay=RETRY_DELAY))
+            return
+        metrics.dead_letters.inc()
+        self.totals["dead_letters"] += 1
+        log.error(
+            "message moved to the dead letters",
+            extra={"error": error, "stream_seq": seq, "deliveries": deliveries, "subject": msg.subject},
+        )
+        await _quiet(msg.ack())
 
     async def _commit(self, chunk: list[tuple[Any, list[store.Pending]]]) -> None:
         pending = [p for _, events in chunk for p in events]
@@ -173,11 +193,7 @@ class Worker:
                 return
             metrics.worker_errors.labels("unstorable").inc()
             self.totals["unstorable"] += 1
-            log.error(
-                "message cannot be stored; left in the stream",
-                extra={"error": str(exc), "stream_seq": pending[0].stream_seq if pending else None},
-            )
-            await _quiet(chunk[0][0].nak(delay=300))
+            await self._failed(chunk[0][0], f"cannot be stored: {type(exc).__name__}: {exc}")
             return
         for msg, _ in chunk:
             await _quiet(msg.ack())
@@ -205,7 +221,7 @@ class Worker:
         self.pool = await db.create_pool(self.settings, "audit-worker", min_size=0)
         sub = await self._connect()
         log.info("worker started", extra={"settings": self.settings.safe_summary()})
-        last_partition_check = 0.0
+        last_partition_check = last_consumer_check = 0.0
         # Two fetched batches in flight: one decodes and hashes while the other waits on
         # PostgreSQL. Each is acked after its own commit, so order does not matter.
         inflight: set[asyncio.Task[None]] = set()
@@ -220,10 +236,14 @@ class Worker:
             try:
                 msgs = await sub.fetch(self.settings.worker_batch_size, timeout=1.0)
             except NatsTimeout:
+                if time.monotonic() - last_consumer_check > CONSUMER_CHECK_SECONDS:
+                    sub = await self._rebind_if_gone(sub)
+                    last_consumer_check = time.monotonic()
                 continue
             except (NatsError, OSError, TimeoutError) as exc:
                 log.warning("fetch failed", extra={"error": str(exc) or type(exc).__name__})
                 await asyncio.sleep(RETRY_DELAY)
+                sub = await self._rebind_if_gone(sub)
                 continue
             if len(inflight) >= MAX_INFLIGHT:
                 _, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
@@ -250,6 +270,9 @@ class Worker:
         worker runs. Ends once it has passed the stream's last message as of the start.
         """
         self.pool = await db.create_pool(self.settings, "audit-replay", min_size=1)
+        # A replayed message is delivered once: what cannot be stored goes to the dead letters at once
+        # (where the normal worker may have put it already).
+        self.max_deliveries = 1
         self.nc, self.js = await broker.connect(self.settings, "audit-replay")
         try:
             info = await self.js.stream_info(self.settings.stream_name)

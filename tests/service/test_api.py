@@ -210,7 +210,7 @@ def test_liveness_and_health_contract(service):
     assert httpx.get(f"{service.url}/health").json() == {"status": "ok"}
     h = httpx.get(f"{service.url}/api/v1/metrics/health").json()
     assert h["status"] == "healthy"
-    assert set(h["components"]) == {"database", "redis", "nats"}
+    assert set(h["components"]) == {"database", "redis", "nats", "worker"}
     for comp in h["components"].values():
         assert comp["status"] == "healthy" and comp["latency_ms"] >= 0
 
