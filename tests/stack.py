@@ -352,8 +352,9 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 class Service:
     """An API and a worker against a Stack, on a database of their own."""
 
-    def __init__(self, stack: Stack, database: str, workers: int = 1, **env: str):
+    def __init__(self, stack: Stack, database: str, workers: int = 1, stream: dict | None = None, **env: str):
         self.stack = stack
+        self.stream_options = stream or {}  # nats_stream options for its stream (Nats.ensure_stream)
         self.database_url = stack.pg.create_database(database)
         self.port = free_port()
         self.admin_key = "admin-" + secrets.token_urlsafe(24)
@@ -375,7 +376,7 @@ class Service:
 
     def start(self) -> Service:
         self.migrate()
-        self.ensure_stream()
+        self.ensure_stream(**self.stream_options)
         return self.start_processes()
 
     def start_processes(self) -> Service:

@@ -42,9 +42,12 @@ from .models import (
 log = logging.getLogger("audit_service.api")
 
 CORRELATION_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-KEY_CACHE_SECONDS = 30.0
 KEY_CACHE_MAX = 10_000
+# An unknown key is not looked up again for this long.
+MISS_CACHE_SECONDS = 5.0
 PROBE_TIMEOUT = 2.0
+# Seconds a client is asked to wait when the stream is full: the worker frees room in batches.
+QUEUE_FULL_RETRY_AFTER = 5
 
 # Failures of a dependency: the request may be retried, so they answer 503, never 500.
 DB_UNAVAILABLE = (
@@ -58,6 +61,29 @@ DB_UNAVAILABLE = (
 )
 
 
+class KeySnapshot:
+    """Every live API key's hash with its tenant, and the tenants: what ingest checks a caller
+    against without asking PostgreSQL."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, uuid.UUID] = {}
+        self._tenants: set[uuid.UUID] = set()
+        self.loaded = False
+
+    def replace(self, keys: dict[str, uuid.UUID], tenants: set[uuid.UUID]) -> None:
+        self._keys, self._tenants, self.loaded = keys, tenants, True
+
+    def add(self, digest: str, tenant: uuid.UUID) -> None:
+        self._keys[digest] = tenant
+        self._tenants.add(tenant)
+
+    def tenant(self, digest: str) -> uuid.UUID | None:
+        return self._keys.get(digest)
+
+    def has_tenant(self, tenant_id: uuid.UUID) -> bool:
+        return tenant_id in self._tenants
+
+
 class State:
     """Everything the routes share; one per process."""
 
@@ -67,14 +93,37 @@ class State:
         self.cache = Cache(settings)
         self.nc: Any = None
         self.js: Any = None
-        self.keys: dict[str, tuple[uuid.UUID | None, float]] = {}
+        self.keys = KeySnapshot()
+        self._misses: dict[str, float] = {}
         self.admin_hash = store.hash_key(settings.admin_api_key) if settings.admin_api_key else None
         self._nats_task: asyncio.Task[None] | None = None
+        self._keys_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         # min_size=0: the API starts (and reports unhealthy) while PostgreSQL is down.
         self.pool = await db.create_pool(self.settings, "audit-api", min_size=0)
         self._nats_task = asyncio.create_task(self._connect_nats())
+        self._keys_task = asyncio.create_task(self._refresh_keys())
+
+    async def _refresh_keys(self) -> None:
+        """Keep the key snapshot current: from PostgreSQL every API_KEY_REFRESH_SECONDS (and
+        mirrored to Redis); while PostgreSQL is away the last snapshot stays in use, and a process
+        that starts then takes the mirror from Redis. A revoked key stops working within one
+        refresh."""
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    keys, tenants = await store.live_keys(conn)
+                self.keys.replace(keys, tenants)
+                await self.cache.mirror_keys(keys, tenants)
+            except DB_UNAVAILABLE + (asyncpg.PostgresError,) as exc:
+                if not self.keys.loaded:
+                    mirrored = await self.cache.mirrored_keys()
+                    if mirrored is not None:
+                        self.keys.replace(*mirrored)
+                        log.warning("keys from the redis mirror: database unavailable")
+                log.debug("key refresh failed", extra={"error": str(exc) or type(exc).__name__})
+            await asyncio.sleep(self.settings.api_key_refresh_seconds)
 
     async def _connect_nats(self) -> None:
         """Connect (retried until it works), then say what is wrong with the stream, if anything.
@@ -101,8 +150,9 @@ class State:
         log.info("nats ready", extra={"stream": self.settings.stream_name})
 
     async def stop(self) -> None:
-        if self._nats_task:
-            self._nats_task.cancel()
+        for task in (self._nats_task, self._keys_task):
+            if task:
+                task.cancel()
         if self.nc is not None:
             await self.nc.drain()
         if self.pool is not None:
@@ -110,17 +160,28 @@ class State:
         await self.cache.close()
 
     async def tenant_for_key(self, key: str) -> uuid.UUID | None:
+        """The tenant of a live API key. Known keys are answered from the key snapshot, so
+        ingest needs no database; only an unknown key is looked up (a key made since the last
+        refresh), and a bad key's miss is remembered briefly so that a flood of them does not
+        reach the database."""
         digest = store.hash_key(key)
-        hit = self.keys.get(digest)
+        tenant = self.keys.tenant(digest)
+        if tenant is not None:
+            return tenant
         now = time.monotonic()
-        if hit and hit[1] > now:
-            return hit[0]
+        if self._misses.get(digest, 0.0) > now:
+            return None
         tenant = await store.tenant_for_key_hash(self.pool, digest)
-        if len(self.keys) >= KEY_CACHE_MAX:
-            self.keys.clear()
-        # Unknown keys are remembered briefly too, so a flood of bad keys does not reach the DB.
-        self.keys[digest] = (tenant, now + (KEY_CACHE_SECONDS if tenant else 5.0))
+        if tenant is None:
+            if len(self._misses) >= KEY_CACHE_MAX:
+                self._misses.clear()
+            self._misses[digest] = now + MISS_CACHE_SECONDS
+        else:
+            self.keys.add(digest, tenant)
         return tenant
+
+    async def tenant_exists(self, tenant_id: uuid.UUID) -> bool:
+        return self.keys.has_tenant(tenant_id) or await store.tenant_exists(self.pool, tenant_id)
 
 
 def _invalid_query(name: str, msg: str, kind: str = "value_error") -> RequestValidationError:
@@ -146,7 +207,7 @@ async def caller_tenant(
     if st.admin_hash and hmac.compare_digest(store.hash_key(api_key), st.admin_hash):
         if tenant_id is None:
             raise _invalid_query("tenant_id", "the admin key must name tenant_id", "missing")
-        if not await store.tenant_exists(st.pool, tenant_id):
+        if not await st.tenant_exists(tenant_id):
             raise HTTPException(404, "tenant not found")
         return tenant_id
     tenant = await st.tenant_for_key(api_key)
@@ -194,6 +255,13 @@ async def _accept(request: Request, tenant_id: uuid.UUID, events: list[EventIn])
         metrics.events_rejected.labels("too_large").inc(len(events))
         raise HTTPException(413, str(exc)) from None
     except (NatsError, TimeoutError, OSError) as exc:
+        if broker.is_store_full(exc):
+            # Back-pressure: the stream holds only unstored events (the worker trims stored ones).
+            metrics.events_rejected.labels("queue_full").inc(len(events))
+            log.warning("publish refused: stream full", extra={"error": str(exc)})
+            raise HTTPException(
+                503, "event queue full; retry later", headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER)}
+            ) from None
         metrics.events_rejected.labels("queue_unavailable").inc(len(events))
         log.warning("publish failed", extra={"error": str(exc) or type(exc).__name__})
         raise HTTPException(
@@ -351,6 +419,8 @@ def create_app(settings: config.Settings | None = None) -> FastAPI:
         request: Request, tenant: Tenant, since: Timestamp | None = None, until: Timestamp | None = None
     ) -> Response:
         result = await store.verify(_state(request).pool, tenant, since, until)
+        if not result.valid:
+            metrics.chain_verify_invalid.inc()  # alert AuditChainVerifyFailing
         return _json(result.as_dict())
 
     @app.get("/health", tags=["health"])
@@ -486,6 +556,8 @@ async def refresh_gauges(st: State) -> None:
     try:
         q = await asyncio.wait_for(broker.queue_stats(st.js, st.settings), PROBE_TIMEOUT)
         metrics.queue_messages.set(q["messages"])
+        metrics.queue_bytes.set(q["bytes"])
+        metrics.queue_max_bytes.set(max(q["max_bytes"] or 0, 0))
         if q.get("consumer_pending") is not None:
             metrics.queue_pending.set(q["consumer_pending"])
             metrics.queue_ack_pending.set(q["consumer_ack_pending"])

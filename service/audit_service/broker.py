@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import uuid
 from datetime import datetime
 from typing import Any
@@ -247,12 +248,55 @@ async def republish(js: JetStreamContext, settings: Any, msg_subject: str, data:
     return ack.seq
 
 
+# --- the replay window under pressure ---------------------------------------------------------
+
+# The stream keeps acked messages for its max_age (the window a restored database is caught up
+# from) within max_bytes, and refuses new messages when full (discard new): nothing unstored is
+# ever dropped. Above TRIM_HIGH of max_bytes the worker shrinks the window instead, purging the
+# oldest messages down to TRIM_LOW, but only below the consumer's ack floor: messages that are in
+# PostgreSQL already. Only when the stored ones are not enough does the API refuse (503).
+TRIM_HIGH = 0.8
+TRIM_LOW = 0.6
+
+
+def trim_point(
+    stored_bytes: int, messages: int, first_seq: int, max_bytes: int, ack_floor: int
+) -> int | None:
+    """The sequence to purge below (messages first_seq .. result-1 go), or None: nothing to do."""
+    if max_bytes <= 0 or messages <= 0 or stored_bytes <= TRIM_HIGH * max_bytes:
+        return None
+    average = stored_bytes / messages
+    drop = math.ceil((stored_bytes - TRIM_LOW * max_bytes) / average)
+    cut = min(first_seq + drop, ack_floor + 1)
+    return cut if cut > first_seq else None
+
+
+async def trim_window(js: JetStreamContext, settings: Any) -> int:
+    """Shrink the replay window when the stream fills (see TRIM_HIGH); returns messages purged."""
+    info = await js.stream_info(settings.stream_name)
+    consumer = await js.consumer_info(settings.stream_name, CONSUMER)
+    ack_floor = consumer.ack_floor.stream_seq if consumer.ack_floor else 0
+    state = info.state
+    cut = trim_point(state.bytes, state.messages, state.first_seq, info.config.max_bytes or 0, ack_floor)
+    if cut is None:
+        return 0
+    await js.purge_stream(settings.stream_name, seq=cut)
+    return cut - state.first_seq
+
+
+def is_store_full(exc: Exception) -> bool:
+    """A publish refused because the stream (or the server's store) is full."""
+    text = str(exc).lower()
+    return "maximum bytes" in text or "maximum messages" in text or "insufficient resources" in text
+
+
 async def queue_stats(js: JetStreamContext, settings: Any) -> dict[str, Any]:
     info = await js.stream_info(settings.stream_name)
     out: dict[str, Any] = {
         "stream": settings.stream_name,
         "messages": info.state.messages,
         "bytes": info.state.bytes,
+        "max_bytes": info.config.max_bytes,
         "first_seq": info.state.first_seq,
         "last_seq": info.state.last_seq,
     }

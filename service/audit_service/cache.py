@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as redis
@@ -60,6 +62,36 @@ class Cache:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+    # --- the API key mirror ------------------------------------------------------------------
+
+    @property
+    def _keys_name(self) -> str:
+        # One mirror per database: deployments (and tests) may share a Redis server.
+        return "audit:keys:" + (urlsplit(self.settings.database_url).path.lstrip("/") or "default")
+
+    async def mirror_keys(self, keys: dict[Any, Any], tenants: set[Any]) -> None:
+        """Keep a copy of the key snapshot for API processes that start while PostgreSQL is down."""
+        if not self.available:
+            return
+        doc = orjson.dumps(
+            {"keys": {k: str(v) for k, v in keys.items()}, "tenants": [str(t) for t in tenants]}
+        )
+        try:
+            await self.client.set(self._keys_name, doc)
+        except RedisError as exc:
+            self._failed(exc, "mirror keys")
+
+    async def mirrored_keys(self) -> tuple[dict[str, uuid.UUID], set[uuid.UUID]] | None:
+        try:
+            raw = await self.client.get(self._keys_name)
+        except RedisError as exc:
+            self._failed(exc, "read mirrored keys")
+            return None
+        if raw is None:
+            return None
+        doc = orjson.loads(raw)
+        return {k: uuid.UUID(v) for k, v in doc["keys"].items()}, {uuid.UUID(t) for t in doc["tenants"]}
 
     # --- rate limit -------------------------------------------------------------------------
 

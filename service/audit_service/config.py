@@ -105,6 +105,7 @@ SPEC: dict[str, tuple[str | None, Callable[[str, str], Any]]] = {
     "API_TIMEOUT": ("30", _float(0.1, 600)),
     "API_HOST": ("127.0.0.1", _text),
     "API_PORT": ("8000", _int(1, 65535)),
+    "API_KEY_REFRESH_SECONDS": ("10", _float(0.5, 3600)),
     "LOG_LEVEL": ("INFO", _choice(*LOG_LEVELS)),
     "RETENTION_DAYS": ("90", _int(1, 36500)),
     "ADMIN_API_KEY": ("", _secret(16)),
@@ -134,6 +135,7 @@ class Settings:
     api_timeout: float
     api_host: str
     api_port: int
+    api_key_refresh_seconds: float
     log_level: str
     retention_days: int
     admin_api_key: str

@@ -43,6 +43,10 @@ worker_consuming = Gauge(
 dead_letters = Counter(
     "audit_worker_dead_letters_total", "Messages moved to the dead_letters table after their last attempt"
 )
+stream_trimmed = Counter(
+    "audit_worker_stream_trimmed_total",
+    "Stored (acked) messages purged from the stream to make room: the replay window shrank",
+)
 worker_batch_seconds = Histogram(
     "audit_worker_batch_duration_seconds", "Time to store one batch", buckets=LATENCY_BUCKETS
 )
@@ -54,6 +58,10 @@ worker_lag = Gauge(
 
 # Filled at scrape time by the API from PostgreSQL and JetStream.
 queue_messages = Gauge("audit_queue_messages", "Messages held in the stream", multiprocess_mode="mostrecent")
+queue_bytes = Gauge("audit_queue_bytes", "Bytes held in the stream", multiprocess_mode="mostrecent")
+queue_max_bytes = Gauge(
+    "audit_queue_max_bytes", "The stream's byte limit (0: none)", multiprocess_mode="mostrecent"
+)
 queue_pending = Gauge(
     "audit_queue_consumer_pending", "Messages not yet delivered to the worker", multiprocess_mode="mostrecent"
 )
@@ -75,6 +83,9 @@ chain_head_seq = Gauge(
     "Newest link of each tenant's hash chain",
     ["tenant_id", "tenant"],
     multiprocess_mode="mostrecent",
+)
+chain_verify_invalid = Counter(
+    "audit_chain_verify_invalid_total", "Verifications (GET /api/v1/audit/verify) that found a broken chain"
 )
 component_up = Gauge(
     "audit_component_up",

@@ -82,6 +82,16 @@ async def tenant_for_key_hash(pool: asyncpg.Pool, key_hash: str) -> uuid.UUID | 
     )
 
 
+async def live_keys(conn: asyncpg.Connection) -> tuple[dict[str, uuid.UUID], set[uuid.UUID]]:
+    """Every live (not revoked) key's hash with its tenant, and every tenant."""
+    keys = {
+        r["key_hash"]: r["tenant_id"]
+        for r in await conn.fetch("SELECT key_hash, tenant_id FROM api_keys WHERE revoked_at IS NULL")
+    }
+    tenants = {r["id"] for r in await conn.fetch("SELECT id FROM tenants")}
+    return keys, tenants
+
+
 async def tenant_exists(pool: asyncpg.Pool, tenant_id: uuid.UUID) -> bool:
     return bool(await pool.fetchval("SELECT 1 FROM tenants WHERE id = $1", tenant_id))
 

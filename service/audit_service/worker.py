@@ -32,6 +32,8 @@ RETRY_DELAY = 1.0
 MAX_INFLIGHT = 2
 # While idle, how often the worker makes sure its consumer still exists (someone may delete it).
 CONSUMER_CHECK_SECONDS = 5.0
+# How often the worker looks at the stream's fill (broker.trim_window).
+TRIM_CHECK_SECONDS = 5.0
 
 TRANSIENT_DB = (
     OSError,
@@ -82,6 +84,19 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         return None
+
+    async def _trim(self) -> None:
+        try:
+            purged = await broker.trim_window(self.js, self.settings)
+        except Exception as exc:  # noqa: BLE001 - tried again at the next check
+            log.debug("trim check failed", extra={"error": str(exc) or type(exc).__name__})
+            return
+        if purged:
+            metrics.stream_trimmed.inc(purged)
+            log.warning(
+                "stream nearly full: replay window shrunk",
+                extra={"purged_messages": purged, "stream": self.settings.stream_name},
+            )
 
     async def _rebind_if_gone(self, sub: Any) -> Any:
         """The subscription to use: `sub`, or a new one when the consumer (or stream) was deleted."""
@@ -221,7 +236,7 @@ class Worker:
         self.pool = await db.create_pool(self.settings, "audit-worker", min_size=0)
         sub = await self._connect()
         log.info("worker started", extra={"settings": self.settings.safe_summary()})
-        last_partition_check = last_consumer_check = 0.0
+        last_partition_check = last_consumer_check = last_trim = 0.0
         # Two fetched batches in flight: one decodes and hashes while the other waits on
         # PostgreSQL. Each is acked after its own commit, so order does not matter.
         inflight: set[asyncio.Task[None]] = set()
@@ -233,6 +248,9 @@ class Worker:
                     last_partition_check = time.monotonic()
                 except TRANSIENT_DB as exc:
                     log.warning("partition check failed", extra={"error": str(exc) or type(exc).__name__})
+            if time.monotonic() - last_trim > TRIM_CHECK_SECONDS:
+                last_trim = time.monotonic()
+                await self._trim()
             try:
                 msgs = await sub.fetch(self.settings.worker_batch_size, timeout=1.0)
             except NatsTimeout:

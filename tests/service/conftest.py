@@ -65,6 +65,26 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str 
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def js_call(svc: Service, action) -> Any:
+    """Run `action(js)` against the service's NATS server (a fresh connection); returns its result."""
+    import nats
+
+    async def go() -> Any:
+        nc = await nats.connect(svc.env["NATS_URL"])
+        try:
+            return await action(nc.jetstream())
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+def consumer_drained(svc: Service) -> bool:
+    """Nothing waits for the worker: the consumer's pending and ack-pending are both 0."""
+    info = js_call(svc, lambda js: js.consumer_info(svc.env["STREAM_NAME"], "audit-worker"))
+    return info.num_pending == 0 and info.num_ack_pending == 0
+
+
 def stored_count(url: str, tenant_id: str) -> int:
     return sql(url, "SELECT count(*) AS n FROM audit_logs WHERE tenant_id = $1", tenant_id)[0]["n"]
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from conftest import Client, sql, wait_for, wait_stored
+from conftest import Client, consumer_drained, sql, wait_for, wait_stored
 from stack import Service
 
 
@@ -66,7 +65,8 @@ def test_resent_event_is_stored_once(service, tenant):
     assert {first.status_code, again.status_code, batch.status_code} == {202}
     assert first.json()["id"] == again.json()["id"] == event_id
     wait_stored(service, tenant.tenant_id, 2)
-    time.sleep(1)  # give a wrongly stored duplicate time to show up
+    # Nothing left to deliver or ack: a wrongly stored duplicate would be in by now.
+    wait_for(lambda: consumer_drained(service), 30, what="the consumer's pending and ack-pending at 0")
     rows = sql(service.database_url, "SELECT event_id FROM audit_logs WHERE tenant_id = $1", tenant.tenant_id)
     assert sorted(str(r["event_id"]) for r in rows) == sorted([event_id, other])
 

@@ -6,36 +6,15 @@ Absences are proven by waiting for the consumer's pending and ack-pending to rea
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Iterator
 
 import httpx
-import nats
 import pytest
-from conftest import Client, sql, stored_count, wait_for
+from conftest import Client, consumer_drained, js_call, sql, stored_count, wait_for
 from nats.js.errors import NotFoundError
 from stack import Service, Stack, run_cli
-
-
-def js_call(svc: Service, action):
-    """Run `action(js)` against the service's NATS server; returns its result."""
-
-    async def go():
-        nc = await nats.connect(svc.env["NATS_URL"])
-        try:
-            return await action(nc.jetstream())
-        finally:
-            await nc.close()
-
-    return asyncio.run(go())
-
-
-def consumer_drained(svc: Service) -> bool:
-    """Nothing waits for the worker: pending and ack-pending are both 0."""
-    info = js_call(svc, lambda js: js.consumer_info(svc.env["STREAM_NAME"], "audit-worker"))
-    return info.num_pending == 0 and info.num_ack_pending == 0
 
 
 def health(svc: Service) -> dict:

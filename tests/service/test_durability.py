@@ -5,14 +5,16 @@ These tests stop and kill real servers, so they run on a stack of their own.
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import Client, sql, wait_for
+from conftest import Client, consumer_drained, sql, wait_for
 from stack import Service, Stack
 
 
@@ -25,7 +27,9 @@ def own_stack() -> Iterator[Stack]:
 
 @pytest.fixture
 def svc(own_stack: Stack, request) -> Iterator[Service]:
-    s = Service(own_stack, f"audit_{request.node.name[5:40]}", RATE_LIMIT_PER_MINUTE="0").start()
+    # A database per test (parametrized ones too): a short name and the test id's checksum.
+    name = f"audit_{request.node.name[5:28]}_{zlib.crc32(request.node.name.encode()):08x}"
+    s = Service(own_stack, name, RATE_LIMIT_PER_MINUTE="0").start()
     yield s
     s.stop()
 
@@ -70,7 +74,8 @@ def assert_exactly_once(svc: Service, tenant_id: str, acked: list[str], timeout:
         return rows[0]["n"] >= len(acked)
 
     wait_for(all_there, timeout, 0.5, what=f"{len(acked)} acknowledged events stored")
-    time.sleep(1)  # late duplicates, if any, would land now
+    # Nothing left to deliver or to ack: no late duplicate can land after this.
+    wait_for(lambda: consumer_drained(svc), 60, 0.2, what="the consumer's pending and ack-pending at 0")
     rows = sql(
         svc.database_url, "SELECT event_id::text AS id FROM audit_logs WHERE tenant_id = $1", tenant_id
     )
@@ -107,11 +112,12 @@ def test_worker_killed_with_sigkill_mid_run(svc):
     assert_exactly_once(svc, tenant_id, sender.acked)
 
 
-def test_postgresql_stopped_while_events_arrive(svc, own_stack):
+@pytest.mark.parametrize("mode", ["fast", "immediate"])  # immediate: a crash, recovered from WAL
+def test_postgresql_stopped_while_events_arrive(svc, own_stack, mode):
     tenant_id, key = svc.tenant("pgdown")
     client = Client(svc.url, key, tenant_id)
     acked = client.batch([{"actor": "before", "action": "a"} for _ in range(100)]).json()["ids"]
-    own_stack.pg.stop()
+    own_stack.pg.stop(mode)
     try:
         health = httpx.get(f"{svc.url}/api/v1/metrics/health", timeout=10)
         assert health.status_code == 503 and health.json()["components"]["database"]["status"] == "unhealthy"
@@ -122,12 +128,16 @@ def test_postgresql_stopped_while_events_arrive(svc, own_stack):
             acked += r.json()["ids"]
         # Reads need the database: 503, not 500.
         assert client.list().status_code == 503
-        time.sleep(3)  # the worker meets the outage and keeps the messages unacked
+        # The worker meets the outage and keeps the messages unacked.
+        wait_for(
+            lambda: "store failed; messages will be redelivered" in svc.workers[0].log(),
+            30,
+            what="the worker to meet the outage",
+        )
     finally:
         own_stack.pg.start()
     svc.wait_healthy(60)
     assert_exactly_once(svc, tenant_id, acked)
-    assert "store failed; messages will be redelivered" in svc.workers[0].log()
 
 
 def test_nats_restarted_while_the_worker_consumes(svc, own_stack):
@@ -167,3 +177,138 @@ def test_nats_killed_keeps_acknowledged_events(svc, own_stack):
     for w in svc.workers:
         w.start()
     assert_exactly_once(svc, tenant_id, acked)
+
+
+def queue(svc: Service) -> dict:
+    return httpx.get(f"{svc.url}/api/v1/metrics/stats", timeout=10).json()["queue"]
+
+
+def test_a_full_stream_refuses_with_retry_after_and_trims_only_stored_events(own_stack):
+    """A 64 KiB stream (discard new) filled for real: while PostgreSQL is down nothing stored can
+    be trimmed, so the API refuses with 503 + Retry-After and every accepted event survives; once
+    the events are stored, the worker trims them to make room and ingest goes on."""
+    svc = Service(
+        own_stack,
+        "audit_full_stream",
+        RATE_LIMIT_PER_MINUTE="0",
+        stream={"max_bytes": 65536, "discard": "new"},
+    ).start()
+    try:
+        tenant_id, key = svc.tenant("full")
+        client = Client(svc.url, key, tenant_id)
+        event = {"actor": "a", "action": "fill", "metadata": {"pad": "x" * 400}}
+        acked = [client.post(event).json()["id"]]  # the API knows the key from now on
+        own_stack.pg.stop()
+        try:
+            refused = None
+            for _ in range(1000):
+                r = client.post(event)
+                if r.status_code != 202:
+                    refused = r
+                    break
+                acked.append(r.json()["id"])
+            assert refused is not None and refused.status_code == 503, "the stream never filled"
+            assert refused.headers["retry-after"] == "5" and "full" in refused.json()["detail"]
+            # The worker runs its trim checks all along, but nothing is stored: nothing goes.
+            wait_for(lambda: "store failed" in svc.workers[0].log(), 30, what="the worker to meet the outage")
+            time_in_full = queue(svc)
+            assert time_in_full["first_seq"] == 1 and time_in_full["messages"] == len(acked)
+        finally:
+            own_stack.pg.start()
+        svc.wait_healthy(60)
+        assert_exactly_once(svc, tenant_id, acked)
+
+        # Stored now: the worker trims them as the stream fills again, and ingest goes on.
+        for _ in range(3 * len(acked)):
+            r = client.post(event)
+            if r.status_code == 202:
+                acked.append(r.json()["id"])
+            else:
+                assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+        assert_exactly_once(svc, tenant_id, acked)
+        wait_for(lambda: queue(svc)["first_seq"] > 1, 30, what="the worker to trim stored messages")
+        assert "stream nearly full: replay window shrunk" in svc.workers[0].log()
+        assert queue(svc)["bytes"] <= 65536
+    finally:
+        svc.stop()
+
+
+def test_ingest_needs_no_database_for_known_keys(own_stack):
+    """A database outage many key refreshes long, with two API processes, one of them started
+    during the outage: known tenant and admin keys are still accepted, from the key snapshot
+    (the restarted processes take it from its Redis mirror), and every event is stored after."""
+    import hashlib
+
+    import redis
+    from stack import run_cli
+
+    svc = Service(
+        own_stack,
+        "audit_no_db_ingest",
+        RATE_LIMIT_PER_MINUTE="0",
+        API_WORKERS="2",
+        API_KEY_REFRESH_SECONDS="0.5",
+    )
+    svc.migrate()
+    svc.ensure_stream()
+    tenant_id = json.loads(run_cli(svc.env, "create-tenant", "nodb").stdout)["tenant_id"]
+    key = json.loads(run_cli(svc.env, "create-api-key", "nodb").stdout)["api_key"]
+    svc.start_processes()
+    try:
+        mirror = redis.Redis.from_url(own_stack.redis.url)
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        wait_for(
+            lambda: digest.encode() in (mirror.get("audit:keys:audit_no_db_ingest") or b""),
+            30,
+            what="the key snapshot mirrored to Redis",
+        )
+        acked: list[str] = []
+
+        def post_fresh(headers: dict, params: dict | None = None) -> None:
+            # A new connection each time: requests spread over both API processes.
+            r = httpx.post(
+                f"{svc.url}/api/v1/audit/logs",
+                json={"actor": "a", "action": "nodb"},
+                headers=headers,
+                params=params,
+                timeout=30,
+            )
+            assert r.status_code == 202, r.text
+            acked.append(r.json()["id"])
+
+        own_stack.pg.stop()
+        try:
+            wait_for(
+                lambda: httpx.get(f"{svc.url}/api/v1/metrics/health", timeout=10).status_code == 503,
+                30,
+                what="the API to see the outage",
+            )
+            deadline = time.monotonic() + 6  # a dozen key refreshes
+            while time.monotonic() < deadline:
+                post_fresh({"X-API-Key": key})
+                post_fresh({"X-API-Key": svc.admin_key}, {"tenant_id": tenant_id})
+            # Both API processes started anew while the database is down.
+            svc.api.stop()
+            svc.api.start()
+            wait_for(lambda: _alive(svc), 30, what="the API to start")
+            for _ in range(10):
+                post_fresh({"X-API-Key": key})
+            unknown = httpx.post(
+                f"{svc.url}/api/v1/audit/logs",
+                json={"actor": "a", "action": "x"},
+                headers={"X-API-Key": "alk_unknown"},
+                timeout=30,
+            )
+            assert unknown.status_code in (401, 503), unknown.text  # never accepted
+        finally:
+            own_stack.pg.start()
+        assert_exactly_once(svc, tenant_id, acked)
+    finally:
+        svc.stop()
+
+
+def _alive(svc: Service) -> bool:
+    try:
+        return httpx.get(f"{svc.url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
