@@ -36,6 +36,15 @@ SECRET_NAMES = [
     "audit_admin_api_key",
     "audit_grafana_admin_password",
 ]
+
+
+def secrets_path(inventory_dir: str | Path) -> Path:
+    """Where the common role keeps an inventory's secrets file by default: beside the inventory
+    directory (inventories/lab -> inventories/lab.secrets.yml), not in it."""
+    inventory_dir = Path(inventory_dir)
+    return inventory_dir.parent / f"{inventory_dir.name}.secrets.yml"
+
+
 # Building both base images from nothing takes a few minutes; a normal run, well under one.
 PLAYBOOK_TIMEOUT = 1800
 

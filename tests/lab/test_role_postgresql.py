@@ -73,7 +73,7 @@ def converged(pg_lab):
 
 @pytest.fixture(scope="module")
 def secrets(pg_lab, converged):
-    return yaml.safe_load((pg_lab.workdir / "secrets.yml").read_text())
+    return yaml.safe_load(lablib.secrets_path(pg_lab.workdir).read_text())
 
 
 def psql_as_postgres(pg_lab, host: str, sql: str, database: str = "postgres") -> str:
@@ -156,7 +156,7 @@ def test_other_logins_are_rejected(pg_lab, secrets):
 
 
 def test_secrets_file_is_private_complete_and_never_printed(pg_lab, converged, secrets):
-    path = pg_lab.workdir / "secrets.yml"
+    path = lablib.secrets_path(pg_lab.workdir)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert sorted(secrets) == sorted(lablib.SECRET_NAMES)
     for name, value in secrets.items():
@@ -169,7 +169,7 @@ def test_secrets_file_is_private_complete_and_never_printed(pg_lab, converged, s
 
 def test_existing_secrets_file_is_kept(pg_lab, converged, secrets):
     # The second and --check runs found the file: it is the one the first run wrote.
-    text = (pg_lab.workdir / "secrets.yml").read_text()
+    text = lablib.secrets_path(pg_lab.workdir).read_text()
     assert "ansible-vault" in text
     assert yaml.safe_load(text) == secrets
 

@@ -28,7 +28,7 @@ def inventory(tmp_path):
         ansible_connection="local", ansible_become=False, ansible_python_interpreter=shutil.which("python3")
     )
     group_vars.write_text(yaml.safe_dump(settings))
-    secrets = target / "secrets.yml"
+    secrets = lablib.secrets_path(target)
     secrets.write_text("".join(f"{n}: {'x' * 24}{i}\n" for i, n in enumerate(lablib.SECRET_NAMES)))
     secrets.chmod(0o600)
     return target
@@ -80,6 +80,38 @@ def test_the_example_inventory_passes(inventory, preflight):
     assert len(run.stats) == 7, run.describe()  # the example's seven hosts
 
 
+def test_the_secrets_file_is_no_inventory_source(inventory, preflight):
+    # It lies beside the inventory directory: Ansible does not try to parse it as hosts.
+    run = preflight()
+    assert run.ok, run.describe()
+    assert "secrets" not in " ".join(line for line in run.output.splitlines() if "WARNING" in line)
+    assert "not a valid group definition" not in run.output, run.describe()
+
+
+def test_a_vaulted_secrets_file_is_read_with_its_vault_password(inventory, preflight, tmp_path):
+    secrets = lablib.secrets_path(inventory)
+    password = tmp_path / "vault-password"
+    password.write_text("correct horse battery staple\n")
+    subprocess.run(
+        [lablib._tool("ansible-vault"), "encrypt", str(secrets), "--vault-password-file", str(password)],
+        check=True,
+        capture_output=True,
+    )
+    assert secrets.read_text().startswith("$ANSIBLE_VAULT;")
+    run = preflight("--vault-password-file", str(password))
+    assert run.ok, run.describe()
+    assert run.changed == 0
+
+
+def test_a_secrets_file_left_in_the_inventory_directory_is_named(inventory, preflight):
+    lablib.secrets_path(inventory).rename(inventory / "secrets.yml")
+    run = preflight()
+    assert not run.ok
+    message = " ".join(run.output.split())
+    assert f"move it to {lablib.secrets_path(inventory)}" in message, run.describe()
+    assert run.changed == 0
+
+
 def test_a_missing_group_is_named(inventory, preflight):
     edit_hosts(inventory, lambda groups: groups.pop("audit_lb"))
     run = preflight()
@@ -119,6 +151,18 @@ def test_a_port_clash_between_roles_is_named(inventory, preflight):
     assert run.changed == 0
 
 
+def test_a_clash_on_a_moved_port_is_named(inventory, preflight):
+    # postgresql_port moved, onto the postgres exporter's port of the same host.
+    (inventory / "group_vars" / "all.yml").write_text(
+        (inventory / "group_vars" / "all.yml").read_text() + "postgresql_port: 9187\n"
+    )
+    run = preflight()
+    assert not run.ok
+    assert "port 9187 is set for both postgresql_port and prometheus_postgres_exporter_port" in run.output, (
+        run.describe()
+    )
+
+
 def test_a_port_that_is_no_port_is_named(inventory, preflight):
     (inventory / "host_vars").mkdir()
     (inventory / "host_vars" / "lb1.example.net.yml").write_text("nginx_listen_port: http\n")
@@ -128,7 +172,7 @@ def test_a_port_that_is_no_port_is_named(inventory, preflight):
 
 
 def test_an_unreadable_secrets_file_is_named(inventory, preflight):
-    secrets = inventory / "secrets.yml"
+    secrets = lablib.secrets_path(inventory)
     subprocess.run(
         [lablib._tool("ansible-vault"), "encrypt", str(secrets), "--vault-password-file", "/dev/stdin"],
         input="vault-pw\n",
@@ -143,7 +187,7 @@ def test_an_unreadable_secrets_file_is_named(inventory, preflight):
 
 
 def test_a_secrets_path_that_is_not_a_file_is_named(inventory, preflight):
-    secrets = inventory / "secrets.yml"
+    secrets = lablib.secrets_path(inventory)
     secrets.unlink()
     secrets.mkdir()
     run = preflight()
@@ -152,7 +196,7 @@ def test_a_secrets_path_that_is_not_a_file_is_named(inventory, preflight):
 
 
 def test_a_secret_missing_from_the_file_is_named(inventory, preflight):
-    secrets = inventory / "secrets.yml"
+    secrets = lablib.secrets_path(inventory)
     secrets.write_text(
         "\n".join(line for line in secrets.read_text().splitlines() if "nats" not in line) + "\n"
     )
@@ -166,7 +210,7 @@ def test_a_lost_secrets_file_on_a_deployed_stack_is_named(inventory, tmp_path, p
     # gone: generating a new one would change every password, so preflight stops instead.
     marker = tmp_path / "audit-service.env"
     marker.write_text("deployed\n")
-    secrets = inventory / "secrets.yml"
+    secrets = lablib.secrets_path(inventory)
     secrets.unlink()
     run = preflight("-e", f"common_deployed_marker={marker}")
     assert not run.ok
@@ -176,7 +220,7 @@ def test_a_lost_secrets_file_on_a_deployed_stack_is_named(inventory, tmp_path, p
 
 
 def test_a_missing_secrets_file_on_a_first_deployment_would_be_generated(inventory, preflight):
-    secrets = inventory / "secrets.yml"
+    secrets = lablib.secrets_path(inventory)
     secrets.unlink()
     run = preflight()
     assert run.ok, run.describe()
