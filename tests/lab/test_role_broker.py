@@ -43,7 +43,7 @@ HOSTS = ["mq12", "mq13"]
 # A client without credentials, then one with them: the server's first reply to CONNECT + PING.
 RAW_CONNECT = """\
 import json, socket, sys
-s = socket.create_connection(("127.0.0.1", 4222), 5)
+s = socket.create_connection((socket.gethostbyname(socket.gethostname()), 4222), 5)  # its own address
 s.recv(65536)  # INFO
 opts = {"verbose": False, "pedantic": False}
 if len(sys.argv) > 1:
@@ -191,7 +191,7 @@ def test_stream_drift_is_repaired_with_a_diff(converged):
     shrink = textwrap.dedent(
         """\
         import json, socket, sys
-        s = socket.create_connection(("127.0.0.1", 4222), 5)
+        s = socket.create_connection((socket.gethostbyname(socket.gethostname()), 4222), 5)
         s.recv(65536)
         s.sendall(b'CONNECT ' + json.dumps({"verbose": False, "user": "audit", "pass": sys.argv[1]}).encode()
                   + b'\\r\\nPING\\r\\n')

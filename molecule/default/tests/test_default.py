@@ -8,19 +8,25 @@ GROUP_UNITS = {
     "audit_api": ["audit-api"],
     "audit_worker": ["audit-worker"],
     "audit_lb": ["nginx"],
-    "audit_monitoring": ["prometheus"],
+    "audit_monitoring": ["prometheus", "prometheus-alertmanager"],
 }
+# The TCP ports each group's hosts listen on, and where: "host" is the host's own address (where
+# its clients on other hosts connect), "loopback" 127.0.0.1 only, "any" every address (nginx, the
+# public entry). Redis and PostgreSQL listen on both the host's address and loopback.
 GROUP_PORTS = {
-    "audit_db": {5432, 9187},
-    "audit_cache": {6379, 9121},
-    "audit_broker": {4222, 8222},
-    "audit_api": {8000},
-    "audit_worker": {9101},
-    "audit_lb": {80},
-    "audit_monitoring": {9090},
+    "audit_db": {5432: {"host", "loopback"}, 9187: {"host"}},
+    "audit_cache": {6379: {"host", "loopback"}, 9121: {"host"}},
+    "audit_broker": {4222: {"host"}, 8222: {"loopback"}},
+    "audit_api": {8000: {"host"}},
+    "audit_worker": {9101: {"host"}},
+    "audit_lb": {80: {"any"}},
+    "audit_monitoring": {9090: {"host"}, 9093: {"host"}},
 }
 EVERY_HOST_UNITS = ["prometheus-node-exporter"]
-EVERY_HOST_PORTS = {9100}
+EVERY_HOST_PORTS = {9100: {"host"}}
+# The project's own units: systemd-analyze security rates each at most this ("OK").
+OWN_UNITS = {"audit_api": "audit-api", "audit_worker": "audit-worker", "audit_broker": "nats-server"}
+MAX_EXPOSURE = 3.0
 
 
 def groups_of(host):
@@ -37,16 +43,38 @@ def test_units_are_active_and_enabled(host):
         assert service.is_enabled, unit
 
 
-def test_ports_listen_only_where_they_should(host):
-    expected = set(EVERY_HOST_PORTS)
+def test_every_listening_socket_is_bound_where_its_clients_are(host):
+    expected = {port: set(where) for port, where in EVERY_HOST_PORTS.items()}
     for group in groups_of(host):
-        expected |= GROUP_PORTS.get(group, set())
-    listening = {
-        int(line.split()[3].rsplit(":", 1)[1])
-        for line in host.check_output("ss -ltnH").splitlines()
-        if line.strip() and not line.split()[3].startswith(("127.", "[::1]"))
-    }
-    assert listening == expected
+        for port, where in GROUP_PORTS.get(group, {}).items():
+            expected.setdefault(port, set()).update(where)
+    own = host.ansible.get_variables().get("ansible_host")
+    address = host.check_output("hostname -i").split()[0]
+    kinds = {address: "host", "127.0.0.1": "loopback", "0.0.0.0": "any", "*": "any"}
+    found: dict[int, set[str]] = {}
+    for line in host.check_output("ss -ltnH").splitlines():
+        if not line.strip():
+            continue
+        bind, port = line.split()[3].rsplit(":", 1)
+        if bind.startswith("[") or bind == "127.0.0.11":  # IPv6, and Docker's own resolver
+            continue
+        found.setdefault(int(port), set()).add(kinds.get(bind, bind))
+    assert found == expected, own
+
+
+def test_own_units_are_sandboxed(host):
+    """systemd-analyze security rates each of the project's units on this host at most 3.0, and
+    journald does not rate-limit the service's request logs (printed: pytest -s shows them)."""
+    for group, unit in sorted(OWN_UNITS.items()):
+        if group not in groups_of(host):
+            continue
+        report = host.check_output(f"systemd-analyze security {unit}.service --no-pager")
+        level = float(report.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
+        print(f"{host.backend.get_hostname()} {unit}: systemd-analyze security exposure {level}")
+        assert level <= MAX_EXPOSURE, report[-2000:]
+        limit = host.check_output(f"systemctl show -p LogRateLimitIntervalUSec --value {unit}")
+        if unit != "nats-server":
+            assert limit == "0", "request logs must not be rate-limited by journald"
 
 
 def test_redis_listens_only_on_the_addresses_that_need_it(host):

@@ -1,0 +1,129 @@
+"""One owner per setting, on the converged lab: the data stores' ports moved in an inventory move
+the whole stack with them, a retention set for the stream stays set, and --check --diff shows
+the config files that would change with the secrets masked.
+
+The moved-ports inventory is the lab's own (same hosts and containers) with a few settings more;
+the last converge puts the lab back as the default inventory has it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+
+import httpx
+import lab as lablib
+import pytest
+import yaml
+
+pytestmark = pytest.mark.lab
+
+LB = "http://127.0.0.1:18080"
+CLI = "set -a; . /etc/audit-service/audit-service.env; set +a; /opt/audit-service/bin/audit-service"
+MOVED = {"postgresql_port": 5433, "redis_port": 6380, "nats_port": 4223, "nats_stream_max_age": 86400}
+SECRETS = lablib.secrets_path(lablib.LAB_INVENTORY)
+
+
+def secret_values() -> list[str]:
+    return [str(v) for v in yaml.safe_load(SECRETS.read_text()).values()]
+
+
+def listening_ports(lab, host: str) -> set[int]:
+    out = lab.exec(host, "ss -ltnH").stdout
+    return {int(line.split()[3].rsplit(":", 1)[1]) for line in out.splitlines() if line.strip()}
+
+
+def stream_config(lab, port: int) -> dict:
+    jsz = lab.exec("mq1", "curl -fsS 'http://127.0.0.1:8222/jsz?streams=true&config=true'").stdout
+    streams = [s for a in json.loads(jsz)["account_details"] for s in a.get("stream_detail", [])]
+    return next(s["config"] for s in streams if s["name"] == "audit-logs")
+
+
+def ingest_and_read_back(lab) -> None:
+    tenant = json.loads(lab.exec("app1", f"{CLI} create-tenant own-{uuid.uuid4().hex[:8]}").stdout)
+    key = json.loads(lab.exec("app2", f"{CLI} create-api-key {tenant['tenant_id']}").stdout)["api_key"]
+    r = httpx.post(
+        f"{LB}/api/v1/audit/logs", json={"actor": "a", "action": "moved"}, headers={"X-API-Key": key}
+    )
+    assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        got = httpx.get(f"{LB}/api/v1/audit/logs/{r.json()['id']}", headers={"X-API-Key": key}, timeout=10)
+        if got.status_code == 200:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"event not readable through nginx: {got.status_code} {got.text}")
+
+
+@pytest.fixture(scope="module")
+def moved_inventory(tmp_path_factory):
+    """inventories/lab with the data stores on other ports and a one-day stream window."""
+    target = tmp_path_factory.mktemp("moved") / "lab-moved"
+    shutil.copytree(lablib.LAB_INVENTORY, target)
+    group_vars = target / "group_vars" / "all.yml"
+    group_vars.write_text(group_vars.read_text() + "".join(f"{k}: {v}\n" for k, v in MOVED.items()))
+    return target
+
+
+def test_check_diff_shows_changed_config_files_with_secrets_masked(lab, stack):
+    # Hand edits, two of them on the very lines that hold a secret.
+    lab.exec("mq1", "sed -i 's/^maxmemory .*/maxmemory 100mb/' /etc/redis/redis.conf")
+    lab.exec("mq1", "sed -i 's/^requirepass .*/requirepass \"not-the-secret\"/' /etc/redis/redis.conf")
+    env_file = "/etc/audit-service/audit-service.env"
+    lab.exec("app1", f"sed -i 's/^CACHE_TTL=.*/CACHE_TTL=7/' {env_file}")
+    lab.exec("app1", f"sed -i 's#^NATS_URL=.*#NATS_URL=nats://audit:hand-set@mq1:4222#' {env_file}")
+    run = lab.playbook("playbooks/site.yml", limit="mq1,app1", check=True, diff=True)
+    assert run.ok, run.describe()
+    assert "-maxmemory 100mb" in run.output and "+maxmemory 256mb" in run.output, run.describe()
+    assert '-requirepass "not-the-secret"' in run.output and '+requirepass "********"' in run.output
+    assert "-CACHE_TTL=7" in run.output and "+CACHE_TTL=30" in run.output, run.describe()
+    assert "-NATS_URL=nats://audit:hand-set@mq1:4222" in run.output, run.describe()
+    assert "+NATS_URL=nats://audit:********@mq1:4222" in run.output, run.describe()
+    leaked = [v for v in secret_values() if v in run.output]
+    assert leaked == [], "a secret value is in the --diff output"
+    # --check changed nothing: the hand edits are still there, and a converge puts them back.
+    assert "maxmemory 100mb" in lab.exec("mq1", "cat /etc/redis/redis.conf").stdout
+    healed = lab.playbook("playbooks/site.yml", limit="mq1,app1")
+    assert healed.ok, healed.describe()
+    assert "maxmemory 256mb" in lab.exec("mq1", "cat /etc/redis/redis.conf").stdout
+    assert "hand-set" not in lab.exec("app1", f"cat {env_file}").stdout
+
+
+def test_moved_ports_move_the_whole_stack(lab, stack, moved_inventory):
+    extra = {"audit_secrets_file": str(SECRETS)}
+    run = lab.playbook("playbooks/site.yml", inventory=moved_inventory, extra_vars=extra)
+    assert run.ok, run.describe()
+    assert {5433} <= listening_ports(lab, "db1") and 5432 not in listening_ports(lab, "db1")
+    assert {6380, 4223} <= listening_ports(lab, "mq1")
+    assert not {6379, 4222} & listening_ports(lab, "mq1")
+    health = httpx.get(f"{LB}/api/v1/metrics/health", timeout=30).json()
+    assert health["status"] == "healthy", health
+    ingest_and_read_back(lab)
+
+    # The stream keeps the window the deployment set, across restarts of the service...
+    assert stream_config(lab, 4223)["max_age"] == 86400 * 10**9
+    for host in ("app1", "app2"):
+        lab.exec(host, "systemctl restart audit-worker audit-api")
+    for host in ("app1", "app2"):  # the API listens on the host's own address
+        lab.exec(
+            host,
+            "for i in $(seq 60); do curl -fsS $(hostname -i):8000/health && exit 0; sleep 1; done; exit 1",
+        )
+    assert stream_config(lab, 4223)["max_age"] == 86400 * 10**9
+    # ...and a second converge finds nothing to change.
+    again = lab.playbook("playbooks/site.yml", inventory=moved_inventory, extra_vars=extra)
+    assert again.ok, again.describe()
+    assert again.changed == 0, again.describe()
+    assert stream_config(lab, 4223)["max_age"] == 86400 * 10**9
+
+
+def test_the_default_inventory_puts_the_ports_back(lab, stack):
+    run = lab.playbook("playbooks/site.yml")
+    assert run.ok, run.describe()
+    assert 5432 in listening_ports(lab, "db1") and {6379, 4222} <= listening_ports(lab, "mq1")
+    assert stream_config(lab, 4222)["max_age"] == 7 * 86400 * 10**9
+    health = httpx.get(f"{LB}/api/v1/metrics/health", timeout=30).json()
+    assert health["status"] == "healthy", health
+    ingest_and_read_back(lab)
