@@ -16,12 +16,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
-# Debian starts its own instances on install; the tests run their own on free ports instead.
-for svc in redis-server nats-server postgresql; do
-    if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
-        systemctl stop "$svc" || true
-    fi
-done
+# The tests run their own servers on free ports, so the machine's own instances (Debian starts
+# one on install) are left alone: stopping them could stop a service someone relies on.
 
 stamp=.venv/.installed
 if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt "$stamp" ] || [ requirements-lock.txt -nt "$stamp" ]; then
