@@ -212,10 +212,30 @@ async def caller_tenant(
         return tenant_id
     tenant = await st.tenant_for_key(api_key)
     if tenant is None:
+        await _count_auth_failure(request)
         raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "ApiKey"})
     if tenant_id is not None and tenant_id != tenant:
         raise HTTPException(403, "this key belongs to another tenant")
     return tenant
+
+
+async def _count_auth_failure(request: Request) -> None:
+    """Guessing keys is slowed down: past AUTH_FAILURE_LIMIT_PER_MINUTE failures from one address in
+    a minute, its requests with a bad key get 429 (its good keys keep working)."""
+    st = _state(request)
+    limit = st.settings.auth_failure_limit_per_minute
+    source = request.client.host if request.client else "unknown"
+    if limit and await st.cache.auth_failures(source) > limit:
+        metrics.auth_failures_limited.inc()
+        raise HTTPException(
+            429, "too many failed authentications from this address", headers={"Retry-After": "60"}
+        )
+
+
+def is_admin(request: Request) -> bool:
+    st = _state(request)
+    key = request.headers.get("x-api-key")
+    return bool(key and st.admin_hash and hmac.compare_digest(store.hash_key(key), st.admin_hash))
 
 
 Tenant = Annotated[uuid.UUID, Depends(caller_tenant)]
@@ -437,6 +457,11 @@ def create_app(settings: config.Settings | None = None) -> FastAPI:
         st = _state(request)
         components = await probe_components(st)
         status = overall_status(components)
+        if not is_admin(request):
+            # Anonymous callers (the public, through nginx) learn the state, not the internals.
+            components = {
+                name: {k: v for k, v in c.items() if k != "error"} for name, c in components.items()
+            }
         return _json({"status": status, "components": components}, 503 if status == "unhealthy" else 200)
 
     @app.get("/api/v1/metrics/stats", tags=["health"])
@@ -571,7 +596,7 @@ async def refresh_gauges(st: State) -> None:
     try:
         heads = await asyncio.wait_for(store.chain_heads(st.pool), PROBE_TIMEOUT)
         for h in heads:
-            metrics.chain_head_seq.labels(str(h["tenant_id"]), h["name"]).set(h["seq"])
+            metrics.chain_head_seq.labels(str(h["tenant_id"])).set(h["seq"])
     except Exception as exc:  # noqa: BLE001
         log.debug("chain heads unavailable", extra={"error": str(exc)})
 

@@ -66,9 +66,13 @@ class Cache:
     # --- the API key mirror ------------------------------------------------------------------
 
     @property
+    def _namespace(self) -> str:
+        # Per database: deployments (and tests) may share a Redis server.
+        return urlsplit(self.settings.database_url).path.lstrip("/") or "default"
+
+    @property
     def _keys_name(self) -> str:
-        # One mirror per database: deployments (and tests) may share a Redis server.
-        return "audit:keys:" + (urlsplit(self.settings.database_url).path.lstrip("/") or "default")
+        return f"audit:keys:{self._namespace}"
 
     async def mirror_keys(self, keys: dict[Any, Any], tenants: set[Any]) -> None:
         """Keep a copy of the key snapshot for API processes that start while PostgreSQL is down."""
@@ -134,6 +138,22 @@ class Cache:
             return None
         self._reserved[tenant_id] = (window, 0)
         return max(1, int((window + 1) * RATE_WINDOW_SECONDS - now + 0.999))
+
+    async def auth_failures(self, source: str) -> int:
+        """Count one failed authentication from `source` in this minute; returns the count so far
+        (0 when Redis is away: the limit then does not apply)."""
+        if not self.available:
+            return 0
+        key = f"audit:authfail:{self._namespace}:{source}:{int(time.time() // RATE_WINDOW_SECONDS)}"
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, RATE_WINDOW_SECONDS * 2)
+                count, _ = await pipe.execute()
+            return int(count)
+        except (RedisError, OSError) as exc:
+            self._failed(exc, "auth_failures")
+            return 0
 
     # --- query cache ------------------------------------------------------------------------
 

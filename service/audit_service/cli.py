@@ -54,7 +54,8 @@ def cmd_api(settings: config.Settings, args: argparse.Namespace) -> int:
         access_log=False,
         timeout_keep_alive=max(5, int(settings.api_timeout)),
         proxy_headers=True,
-        forwarded_allow_ips="*",
+        # X-Forwarded-For names the client only when nginx sent it: from anyone else it is ignored.
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     return 0
 
@@ -95,9 +96,35 @@ def cmd_retention(settings: config.Settings, args: argparse.Namespace) -> int:
     if args.days is not None and args.days < 1:
         raise ValueError(f"--days must be at least 1 (got {args.days})")
     days = args.days or settings.retention_days
+    window = asyncio.run(_replay_window_seconds(settings))
+    if window is None:
+        print("audit-service: warning: the stream's replay window could not be read", file=sys.stderr)
+    elif days * 86400 < window:
+        # A replay after a restore would bring back events that retention removed.
+        raise ValueError(
+            f"retention of {days} days is shorter than the stream's replay window "
+            f"({window / 86400:g} days): raise RETENTION_DAYS or shorten the stream's max_age"
+        )
     report = _run_db(settings, lambda c: db.retention(c, days, dry_run=args.dry_run))
     print(dumps(report).decode())
     return 0
+
+
+async def _replay_window_seconds(settings: config.Settings) -> float | None:
+    """The stream's max_age in seconds (inf: unlimited), or None when NATS cannot be asked."""
+    from . import broker
+
+    try:
+        nc, js = await asyncio.wait_for(broker.connect(settings, "audit-cli"), 10)
+    except Exception:  # noqa: BLE001 - reported by the caller
+        return None
+    try:
+        info = await js.stream_info(settings.stream_name)
+        return float(info.config.max_age or 0) or float("inf")
+    except Exception:  # noqa: BLE001
+        return None
+    finally:
+        await nc.close()
 
 
 def cmd_replay(settings: config.Settings, args: argparse.Namespace) -> int:

@@ -109,7 +109,9 @@ SPEC: dict[str, tuple[str | None, Callable[[str, str], Any]]] = {
     "LOG_LEVEL": ("INFO", _choice(*LOG_LEVELS)),
     "RETENTION_DAYS": ("90", _int(1, 36500)),
     "ADMIN_API_KEY": ("", _secret(16)),
-    "RATE_LIMIT_PER_MINUTE": ("600000", _int(0, 10**9)),
+    "RATE_LIMIT_PER_MINUTE": ("60000", _int(0, 10**9)),
+    "AUTH_FAILURE_LIMIT_PER_MINUTE": ("60", _int(0, 10**6)),
+    "FORWARDED_ALLOW_IPS": ("127.0.0.1", _text),
     "STREAM_NAME": ("audit-logs", _text),
     "STREAM_SUBJECT_PREFIX": ("audit.logs", _text),
     "MAX_REQUEST_BYTES": ("4194304", _int(1024, 64 * 1024 * 1024)),
@@ -140,6 +142,8 @@ class Settings:
     retention_days: int
     admin_api_key: str
     rate_limit_per_minute: int
+    auth_failure_limit_per_minute: int
+    forwarded_allow_ips: str
     stream_name: str
     stream_subject_prefix: str
     max_request_bytes: int

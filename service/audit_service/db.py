@@ -200,20 +200,27 @@ def _parse_bound(text: str) -> datetime:
 # --- retention --------------------------------------------------------------------------------
 
 
+# Rows deleted per transaction: each holds its row locks a moment, never the chain heads.
+RETENTION_BATCH = 5000
+RETENTION_LOCK = 0x617564_7265  # pg advisory lock: one retention run at a time, on any host
+
+
 async def retention(
     conn: asyncpg.Connection, retention_days: int, *, dry_run: bool = False, now: datetime | None = None
 ) -> dict[str, Any]:
-    """Remove events older than the retention window.
+    """Remove events older than the retention window, in small transactions.
 
-    Partitions wholly older than the cut-off are dropped; in the boundary partition the older
-    rows are deleted. What goes is always a prefix of each tenant's chain (up to its newest event
-    older than the cut-off), and that last removed link is kept in chain_anchors so that
-    verification can still tell removal by retention from tampering.
+    What goes of each tenant's chain is its longest prefix older than the cut-off (a row newer
+    than the cut-off is never deleted, nor any row after it), and that prefix's last link is
+    kept in chain_anchors first, so that verification tells removal by retention from tampering
+    at every moment. Then the rows go in batches of RETENTION_BATCH, each its own transaction,
+    and partitions wholly older than the cut-off whose every row is in the removed prefixes are
+    dropped (waiting at most 2 s for their lock, else left for the next run). No chain head is
+    locked: workers appending meanwhile are never blocked for long, and cannot deadlock with it.
+    One run at a time (an advisory lock): a second one reports `skipped`.
     """
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(days=retention_days)
-    parts = await partitions(conn)
-    to_drop = [p for p in parts if p["upper"] is not None and p["upper"] <= cutoff]
     report: dict[str, Any] = {
         "cutoff": cutoff.isoformat(),
         "retention_days": retention_days,
@@ -221,52 +228,95 @@ async def retention(
         "dropped_partitions": [],
         "deleted_rows": 0,
         "removed_rows": 0,
-        "partitions": len(parts),
     }
-    async with conn.transaction():
-        if not dry_run:
-            # Serialise with workers appending to chains: they lock chain_heads rows.
-            await conn.execute("LOCK TABLE chain_heads IN SHARE ROW EXCLUSIVE MODE")
-        anchors = await conn.fetch(
-            """SELECT DISTINCT ON (tenant_id) tenant_id, seq, hash
-                 FROM audit_logs WHERE created_at < $1
-                ORDER BY tenant_id, seq DESC""",
-            cutoff,
-        )
-        for p in to_drop:
-            rows = await conn.fetchval(f"SELECT count(*) FROM {p['relname']}")  # noqa: S608
-            report["dropped_partitions"].append({"name": p["relname"], "rows": rows})
-        dropped_rows = sum(p["rows"] for p in report["dropped_partitions"])
-        if dry_run:
-            deleted = await conn.fetchval(
-                """SELECT count(*) FROM audit_logs a
-                     JOIN (SELECT DISTINCT ON (tenant_id) tenant_id, seq FROM audit_logs
-                            WHERE created_at < $1 ORDER BY tenant_id, seq DESC) c
-                       ON a.tenant_id = c.tenant_id AND a.seq <= c.seq""",
-                cutoff,
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RETENTION_LOCK):
+        return {**report, "skipped": "another retention run holds the lock"}
+    try:
+        return await _retention(conn, cutoff, report, dry_run)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", RETENTION_LOCK)
+
+
+async def _retention(
+    conn: asyncpg.Connection, cutoff: datetime, report: dict[str, Any], dry_run: bool
+) -> dict[str, Any]:
+    # Per tenant: the end of its prefix older than the cut-off = one before its first newer row.
+    prefixes = await conn.fetch(
+        """SELECT t.tenant_id,
+                  coalesce((SELECT min(seq) - 1 FROM audit_logs n
+                             WHERE n.tenant_id = t.tenant_id AND n.created_at >= $1),
+                           (SELECT max(seq) FROM audit_logs m WHERE m.tenant_id = t.tenant_id)) AS upto,
+                  coalesce(a.seq, 0) AS anchored
+             FROM (SELECT DISTINCT tenant_id FROM audit_logs WHERE created_at < $1) t
+             LEFT JOIN chain_anchors a ON a.tenant_id = t.tenant_id""",
+        cutoff,
+    )
+    prefixes = [p for p in prefixes if p["upto"] is not None and p["upto"] > p["anchored"]]
+    report["tenants"] = len(prefixes)
+    if dry_run:
+        for p in prefixes:
+            report["removed_rows"] += await conn.fetchval(
+                "SELECT count(*) FROM audit_logs WHERE tenant_id = $1 AND seq <= $2",
+                p["tenant_id"],
+                p["upto"],
             )
-            report["deleted_rows"] = deleted - dropped_rows
-            report["removed_rows"] = deleted
-            return report
-        await conn.executemany(
-            """INSERT INTO chain_anchors (tenant_id, seq, hash) VALUES ($1, $2, $3)
-               ON CONFLICT (tenant_id) DO UPDATE
-                  SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, updated_at = now()
-                WHERE chain_anchors.seq < EXCLUDED.seq""",
-            [(a["tenant_id"], a["seq"], a["hash"]) for a in anchors],
+        return report
+    # 1. The anchors, in one short transaction: from now on verify starts after them.
+    async with conn.transaction():
+        for p in prefixes:
+            link = await conn.fetchrow(
+                "SELECT seq, hash FROM audit_logs WHERE tenant_id = $1 AND seq = $2",
+                p["tenant_id"],
+                p["upto"],
+            )
+            await conn.execute(
+                """INSERT INTO chain_anchors (tenant_id, seq, hash) VALUES ($1, $2, $3)
+                   ON CONFLICT (tenant_id) DO UPDATE
+                      SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, updated_at = now()
+                    WHERE chain_anchors.seq < EXCLUDED.seq""",
+                p["tenant_id"],
+                link["seq"],
+                link["hash"],
+            )
+    # 2. Whole partitions older than the cut-off, when nothing in them lies after an anchor.
+    for part in await partitions(conn):
+        if part["upper"] is None or part["upper"] > cutoff:
+            continue
+        name = part["relname"]
+        rows = await conn.fetchval(f"SELECT count(*) FROM {name}")  # noqa: S608 - our own partition names
+        beyond = await conn.fetchval(
+            f"""SELECT count(*) FROM {name} p LEFT JOIN chain_anchors a ON a.tenant_id = p.tenant_id
+                 WHERE p.seq > coalesce(a.seq, 0)"""  # noqa: S608
         )
-        for p in to_drop:
-            await conn.execute(f"DROP TABLE {p['relname']}")
-        status = await conn.execute(
-            """DELETE FROM audit_logs a USING chain_anchors c
-                WHERE a.tenant_id = c.tenant_id AND a.seq <= c.seq"""
-        )
-        report["deleted_rows"] = int(status.split()[-1])
-        report["removed_rows"] = dropped_rows + report["deleted_rows"]
-        await conn.execute(
-            "INSERT INTO retention_runs (cutoff, dropped_partitions, deleted_rows) VALUES ($1, $2, $3)",
-            cutoff,
-            [p["name"] for p in report["dropped_partitions"]],
-            report["removed_rows"],
-        )
+        if beyond:
+            continue  # its rows go one batch at a time below
+        try:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL lock_timeout = '2s'")
+                await conn.execute(f"DROP TABLE {name}")
+        except asyncpg.exceptions.LockNotAvailableError:
+            continue  # busy: the rows are deleted below, the empty partition goes next time
+        report["dropped_partitions"].append({"name": name, "rows": rows})
+    dropped_rows = sum(p["rows"] for p in report["dropped_partitions"])
+    # 3. The rest of each prefix, a batch per transaction.
+    for p in prefixes:
+        while True:
+            status = await conn.execute(
+                """DELETE FROM audit_logs WHERE tenant_id = $1 AND seq IN (
+                       SELECT seq FROM audit_logs WHERE tenant_id = $1 AND seq <= $2 LIMIT $3)""",
+                p["tenant_id"],
+                p["upto"],
+                RETENTION_BATCH,
+            )
+            deleted = int(status.split()[-1])
+            report["deleted_rows"] += deleted
+            if deleted < RETENTION_BATCH:
+                break
+    report["removed_rows"] = dropped_rows + report["deleted_rows"]
+    await conn.execute(
+        "INSERT INTO retention_runs (cutoff, dropped_partitions, deleted_rows) VALUES ($1, $2, $3)",
+        cutoff,
+        [p["name"] for p in report["dropped_partitions"]],
+        report["removed_rows"],
+    )
     return report

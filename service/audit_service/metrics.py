@@ -81,11 +81,14 @@ stream_problems = Gauge(
 chain_head_seq = Gauge(
     "audit_chain_head_seq",
     "Newest link of each tenant's hash chain",
-    ["tenant_id", "tenant"],
+    ["tenant_id"],  # the id only: tenant names are customer data
     multiprocess_mode="mostrecent",
 )
 chain_verify_invalid = Counter(
     "audit_chain_verify_invalid_total", "Verifications (GET /api/v1/audit/verify) that found a broken chain"
+)
+auth_failures_limited = Counter(
+    "audit_auth_failures_limited_total", "Requests refused (429) after too many failed authentications"
 )
 component_up = Gauge(
     "audit_component_up",

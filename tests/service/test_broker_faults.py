@@ -18,7 +18,10 @@ from stack import Service, Stack, run_cli
 
 
 def health(svc: Service) -> dict:
-    return httpx.get(f"{svc.url}/api/v1/metrics/health", timeout=5).json()
+    """Health as the operator sees it (with the admin key: error texts included)."""
+    return httpx.get(
+        f"{svc.url}/api/v1/metrics/health", headers={"X-API-Key": svc.admin_key}, timeout=5
+    ).json()
 
 
 @pytest.fixture
