@@ -163,6 +163,38 @@ def test_a_clash_on_a_moved_port_is_named(inventory, preflight):
     )
 
 
+def test_pools_larger_than_postgresql_allows_are_refused(inventory, preflight):
+    # (50 + 5) x (2 API hosts x 4 processes + 2 workers) = 550 > 200 - 10.
+    (inventory / "group_vars" / "all.yml").write_text(
+        (inventory / "group_vars" / "all.yml").read_text() + "audit_database_pool_size: 50\n"
+    )
+    run = preflight()
+    assert not run.ok
+    message = " ".join(run.output.split())
+    assert "the service's pools may open 550 connections" in message, run.describe()
+    assert "more than PostgreSQL's 190" in message, run.describe()
+
+
+def test_retention_shorter_than_the_replay_window_is_refused(inventory, preflight):
+    (inventory / "group_vars" / "all.yml").write_text(
+        (inventory / "group_vars" / "all.yml").read_text() + "audit_retention_days: 3\n"
+    )
+    run = preflight()
+    assert not run.ok
+    message = " ".join(run.output.split())
+    assert "audit_retention_days (3) is shorter than the stream's replay window" in message, run.describe()
+
+
+def test_a_stream_too_small_for_an_hour_of_ingest_is_refused(inventory, preflight):
+    (inventory / "group_vars" / "all.yml").write_text(
+        (inventory / "group_vars" / "all.yml").read_text() + "nats_stream_max_bytes: 1048576\n"
+    )
+    run = preflight()
+    assert not run.ok
+    message = " ".join(run.output.split())
+    assert "hold at least an hour of the expected ingest" in message, run.describe()
+
+
 def test_a_port_that_is_no_port_is_named(inventory, preflight):
     (inventory / "host_vars").mkdir()
     (inventory / "host_vars" / "lb1.example.net.yml").write_text("nginx_listen_port: http\n")

@@ -6,7 +6,7 @@ GROUP_UNITS = {
     "audit_cache": ["redis-server", "prometheus-redis-exporter"],
     "audit_broker": ["nats-server"],
     "audit_api": ["audit-api"],
-    "audit_worker": ["audit-worker"],
+    "audit_worker": ["audit-worker", "audit-retention.timer"],
     "audit_lb": ["nginx"],
     "audit_monitoring": ["prometheus", "prometheus-alertmanager"],
 }
@@ -112,3 +112,17 @@ def test_config_and_secret_files_have_their_modes(host):
     assert host.file("/etc/audit-service/audit-service.env").exists == (
         "audit_api" in groups or "audit_worker" in groups
     )
+
+
+def test_retention_runs_from_its_unit(host):
+    """The timer's service runs to success on every worker host (one run at a time: the advisory
+    lock makes a concurrent one report `skipped`)."""
+    if "audit_worker" not in groups_of(host):
+        assert not host.file("/etc/systemd/system/audit-retention.timer").exists
+        return
+    assert host.run("systemctl start audit-retention.service").rc == 0
+    assert host.check_output("systemctl show -p Result --value audit-retention.service") == "success"
+    report = host.check_output(
+        "journalctl -u audit-retention.service -o cat --no-pager -n 20 | grep retention_days | tail -1"
+    )
+    assert '"retention_days":90' in report

@@ -58,3 +58,13 @@ def test_prometheus_has_every_target_up():
     assert jobs == {"prometheus", "audit-api", "audit-worker", "node", "postgres", "redis"}
     assert len(targets) == 1 + 2 + 2 + 5 + 1 + 1  # app1+app2 twice, node on all five hosts
     assert down == []
+
+
+def test_nginx_keeps_the_internals_from_the_public():
+    # Docs, schema, metrics and stats: refused through nginx (Prometheus scrapes the API hosts).
+    for path in ("/docs", "/openapi.json", "/api/v1/metrics", "/api/v1/metrics/stats"):
+        r = httpx.get(f"{LB_URL}{path}", timeout=30)
+        assert r.status_code == 403, (path, r.status_code)
+    # Health is public, but without the components' error texts.
+    health = httpx.get(f"{LB_URL}/api/v1/metrics/health", timeout=30).json()
+    assert health["components"] and all("error" not in c for c in health["components"].values())
