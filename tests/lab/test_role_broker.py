@@ -162,6 +162,8 @@ def test_nats_health_and_stream(converged, host):
     assert config["subjects"] == ["audit.logs.>"]
     assert config["max_age"] == 7 * 86400 * 10**9 and config["duplicate_window"] == 120 * 10**9
     assert config["num_replicas"] == 1
+    # Full means refuse new events, never drop old ones (which may not be stored yet).
+    assert config["discard"] == "new" and config["max_bytes"] == 8 * 1024**3
 
 
 @pytest.mark.parametrize("host", HOSTS)
@@ -197,7 +199,8 @@ def test_stream_drift_is_repaired_with_a_diff(converged):
                   + b'\\r\\nPING\\r\\n')
         assert s.recv(65536).startswith(b"PONG")
         cfg = {"name": "audit-logs", "subjects": ["audit.logs.>"], "storage": "file", "retention": "limits",
-               "max_age": 3600 * 10**9, "duplicate_window": 120 * 10**9, "num_replicas": 1, "discard": "old"}
+               "max_age": 3600 * 10**9, "duplicate_window": 120 * 10**9, "num_replicas": 1, "discard": "new",
+               "max_bytes": 8 * 1024**3}
         body = json.dumps(cfg).encode()
         s.sendall(b"SUB _INBOX.t 1\\r\\nPUB $JS.API.STREAM.UPDATE.audit-logs _INBOX.t %d\\r\\n%s\\r\\n"
                   % (len(body), body))
