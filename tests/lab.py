@@ -32,7 +32,9 @@ LOG_DIR = ROOT / ".cache" / "lab-logs"
 SECRET_NAMES = [
     "audit_db_password",
     "audit_redis_password",
-    "audit_nats_password",
+    "audit_nats_publisher_password",
+    "audit_nats_consumer_password",
+    "audit_nats_admin_password",
     "audit_admin_api_key",
     "audit_grafana_admin_password",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import pwd
 import secrets
@@ -199,25 +200,54 @@ class Redis:
         return f"redis://:{self.password}@{LOOPBACK}:{self.port}/0"
 
 
+# The service's NATS users, with the permissions the nats role gives them (roles/nats/vars/main.yml),
+# for any stream (tests give each service a stream of its own): the API publishes, the worker
+# consumes. "audit" is the tests' own user, allowed everything (to inject faults).
+SERVICE_NATS_USERS = {
+    "audit-api": {
+        "publish": ["audit.>", "$JS.API.STREAM.INFO.*", "$JS.API.CONSUMER.INFO.*.>"],
+    },
+    "audit-worker": {
+        "publish": [
+            "$JS.API.STREAM.INFO.*",
+            "$JS.API.STREAM.PURGE.*",
+            "$JS.API.CONSUMER.INFO.*.>",
+            "$JS.API.CONSUMER.CREATE.*",
+            "$JS.API.CONSUMER.CREATE.*.>",
+            "$JS.API.CONSUMER.DURABLE.CREATE.*.>",
+            "$JS.API.CONSUMER.MSG.NEXT.*.>",
+            "$JS.API.CONSUMER.DELETE.*.>",
+            "$JS.ACK.>",
+        ],
+    },
+}
+
+
 class Nats:
-    """nats-server with JetStream on file storage and user auth."""
+    """nats-server with JetStream on file storage, the service's users and the tests' own."""
 
     def __init__(self, root: Path):
         self.dir = root / "nats"
         self.port = free_port()
         self.monitor_port = free_port()
         self.password = secrets.token_urlsafe(16)
+        self.passwords = {user: secrets.token_urlsafe(16) for user in SERVICE_NATS_USERS}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         conf = self.dir / "nats.conf"
+        users = [f'{{user: "audit", password: "{self.password}"}}'] + [
+            f'{{user: "{user}", password: "{self.passwords[user]}", permissions: '
+            f'{{publish: {{allow: {json.dumps(perms["publish"])}}}, subscribe: {{allow: ["_INBOX.>"]}}}}}}'
+            for user, perms in SERVICE_NATS_USERS.items()
+        ]
         conf.write_text(
             f'listen: "{LOOPBACK}:{self.port}"\n'
             f'http: "{LOOPBACK}:{self.monitor_port}"\n'
             "max_payload: 8MB\n"
             f'jetstream {{ store_dir: "{self.dir / "store"}", max_file_store: 4G, max_memory_store: 256M }}\n'
-            f'authorization {{ user: "audit", password: "{self.password}" }}\n'
+            "authorization { users = [\n" + "\n".join(users) + "\n] }\n"
         )
         self.proc = subprocess.Popen(
             [_need("nats-server", "nats-server"), "-c", str(conf)],
@@ -233,7 +263,11 @@ class Nats:
 
     @property
     def url(self) -> str:
+        """The tests' own user: allowed everything."""
         return f"nats://audit:{self.password}@{LOOPBACK}:{self.port}"
+
+    def user_url(self, user: str) -> str:
+        return f"nats://{user}:{self.passwords[user]}@{LOOPBACK}:{self.port}"
 
     def ensure_stream(self, name: str, subjects: list[str], **options) -> dict:
         """Create or update a stream with the deployment's own code (the module
@@ -303,7 +337,7 @@ class Stack:
         env.update(
             DATABASE_URL=database_url,
             REDIS_URL=self.redis.url,
-            NATS_URL=self.nats.url,
+            NATS_URL=self.nats.user_url("audit-worker"),
             LOG_LEVEL="INFO",
             WORKER_METRICS_PORT="0",
             WORKER_ACK_WAIT_SECONDS="5",
@@ -363,7 +397,9 @@ class Service:
         self.env = stack.env(self.database_url, API_PORT=str(self.port), ADMIN_API_KEY=self.admin_key, **env)
         self.logdir = stack.root / f"logs-{database}"
         self.logdir.mkdir()
-        self.api = ServiceProcess(["api"], self.env, self.logdir / "api.log")
+        # The API with its own NATS user (publisher); the rest (worker, CLI) with the consumer's.
+        self.api_env = {**self.env, "NATS_URL": stack.nats.user_url("audit-api")}
+        self.api = ServiceProcess(["api"], self.api_env, self.logdir / "api.log")
         self.workers = [
             ServiceProcess(["worker"], self.env, self.logdir / f"worker{i}.log") for i in range(workers)
         ]
@@ -421,8 +457,6 @@ class Service:
         out = run_cli(self.env, "create-tenant", name)
         if out.returncode != 0:
             raise RuntimeError(out.stderr)
-        import json
-
         tenant_id = json.loads(out.stdout)["tenant_id"]
         out = run_cli(self.env, "create-api-key", name)
         if out.returncode != 0:

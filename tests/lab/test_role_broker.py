@@ -47,7 +47,7 @@ s = socket.create_connection((socket.gethostbyname(socket.gethostname()), 4222),
 s.recv(65536)  # INFO
 opts = {"verbose": False, "pedantic": False}
 if len(sys.argv) > 1:
-    opts.update(user="audit", **{"pass": sys.argv[1]})
+    opts.update(user=sys.argv[1], **{"pass": sys.argv[2]})
 s.sendall(b"CONNECT " + json.dumps(opts).encode() + b"\\r\\nPING\\r\\n")
 print(s.recv(65536).decode().strip())
 """
@@ -60,7 +60,9 @@ def mq_lab(tmp_path_factory):
     secrets_file = workdir / "secrets.yml"
     passwords = {
         "audit_redis_password": secrets.token_urlsafe(24),
-        "audit_nats_password": secrets.token_urlsafe(24),
+        "audit_nats_publisher_password": secrets.token_urlsafe(24),
+        "audit_nats_consumer_password": secrets.token_urlsafe(24),
+        "audit_nats_admin_password": secrets.token_urlsafe(24),
     }
     secrets_file.write_text("".join(f"{k}: {v}\n" for k, v in passwords.items()))
     secrets_file.chmod(0o600)
@@ -171,7 +173,8 @@ def test_nats_refuses_a_client_without_the_password(converged, host):
     refused = converged.exec(host, ["python3", "-c", RAW_CONNECT]).stdout
     assert "Authorization Violation" in refused
     accepted = converged.exec(
-        host, ["python3", "-c", RAW_CONNECT, converged.passwords["audit_nats_password"]]
+        host,
+        ["python3", "-c", RAW_CONNECT, "audit-api", converged.passwords["audit_nats_publisher_password"]],
     )
     assert accepted.stdout.strip() == "PONG"
 
@@ -189,14 +192,14 @@ def test_nats_runs_as_nats_with_its_config(converged, host):
 def test_stream_drift_is_repaired_with_a_diff(converged):
     """Someone shortens max_age by hand: the next converge puts it back and says so."""
     host = "mq12"
-    pw = converged.passwords["audit_nats_password"]
+    pw = converged.passwords["audit_nats_admin_password"]
     shrink = textwrap.dedent(
         """\
         import json, socket, sys
         s = socket.create_connection((socket.gethostbyname(socket.gethostname()), 4222), 5)
         s.recv(65536)
-        s.sendall(b'CONNECT ' + json.dumps({"verbose": False, "user": "audit", "pass": sys.argv[1]}).encode()
-                  + b'\\r\\nPING\\r\\n')
+        login = {"verbose": False, "user": "audit-admin", "pass": sys.argv[1]}
+        s.sendall(b'CONNECT ' + json.dumps(login).encode() + b'\\r\\nPING\\r\\n')
         assert s.recv(65536).startswith(b"PONG")
         cfg = {"name": "audit-logs", "subjects": ["audit.logs.>"], "storage": "file", "retention": "limits",
                "max_age": 3600 * 10**9, "duplicate_window": 120 * 10**9, "num_replicas": 1, "discard": "new",
@@ -216,7 +219,7 @@ def test_stream_drift_is_repaired_with_a_diff(converged):
     assert run.changed == 1, run.describe()
     flat = " ".join(run.output.split())  # the callback may fold long lines
     assert 'update {"before": {"max_age": 3600}, "after": {"max_age": 604800}}' in flat, run.describe()
-    assert converged.passwords["audit_nats_password"] not in run.output
+    assert not [pw for pw in converged.passwords.values() if pw in run.output]
 
 
 def test_preflight_names_a_missing_secret(converged):
@@ -238,3 +241,46 @@ def test_preflight_refuses_a_port_clash(converged):
     assert not run.ok
     assert "nats_port (4222) and nats_monitor_port (4222) must be two" in run.output, run.describe()
     assert run.changed == 0
+
+
+# Connect as a user, then try one command; prints the server's answer (an -ERR on a violation).
+TRY_AS = """\
+import json, socket, sys
+s = socket.create_connection((socket.gethostbyname(socket.gethostname()), 4222), 5)
+s.recv(65536)
+user, password, command = sys.argv[1], sys.argv[2], sys.argv[3].encode().decode("unicode_escape")
+s.sendall(b"CONNECT " + json.dumps({"verbose": False, "user": user, "pass": password}).encode() + b"\\r\\n")
+s.sendall(command.encode() + b"\\r\\nPING\\r\\n")
+print(s.recv(65536).decode().strip())
+"""
+
+
+def test_each_nats_user_may_do_only_its_part(converged):
+    host = "mq13"
+    pw = converged.passwords
+
+    def attempt(user: str, password: str, command: str) -> str:
+        return converged.exec(host, ["python3", "-c", TRY_AS, user, password, command]).stdout
+
+    publisher, consumer = (
+        ("audit-api", pw["audit_nats_publisher_password"]),
+        ("audit-worker", pw["audit_nats_consumer_password"]),
+    )
+    # The API publishes events; it may not read them, nor pull from the worker's consumer.
+    assert "Permissions Violation" not in attempt(*publisher, "PUB audit.logs.t 2\\r\\nhi")
+    assert "Permissions Violation for Subscription" in attempt(*publisher, "SUB audit.logs.> 1")
+    assert "Permissions Violation for Publish" in attempt(
+        *publisher, "PUB $JS.API.CONSUMER.MSG.NEXT.audit-logs.audit-worker _INBOX.x 1\\r\\n1"
+    )
+    # The worker consumes; it may not publish events nor change the stream.
+    assert "Permissions Violation for Publish" in attempt(*consumer, "PUB audit.logs.t 2\\r\\nhi")
+    assert "Permissions Violation for Publish" in attempt(
+        *consumer, "PUB $JS.API.STREAM.DELETE.audit-logs 0\\r\\n"
+    )
+    assert "Permissions Violation" not in attempt(
+        *consumer, "PUB $JS.API.STREAM.INFO.audit-logs _INBOX.x 0\\r\\n"
+    )
+    # The server's configuration holds bcrypt hashes, never a password.
+    conf = converged.exec(host, ["cat", "/etc/nats/nats-server.conf"]).stdout
+    assert conf.count('password: "$2a$11$') == 3
+    assert not [p for p in pw.values() if p in conf]

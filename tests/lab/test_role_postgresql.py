@@ -194,10 +194,12 @@ def test_malformed_secrets_file_is_refused_naming_it(pg_lab, converged):
 
 def test_secrets_file_missing_a_secret_is_refused_naming_it(pg_lab, converged, secrets):
     partial = pg_lab.workdir / "partial-secrets.yml"
-    partial.write_text(yaml.safe_dump({k: v for k, v in secrets.items() if k != "audit_nats_password"}))
+    partial.write_text(
+        yaml.safe_dump({k: v for k, v in secrets.items() if k != "audit_nats_consumer_password"})
+    )
     run = pg_lab.playbook(PLAYBOOK, extra_vars={"audit_secrets_file": str(partial)})
     assert not run.ok, run.describe()
-    assert f"the secrets file {partial} lacks audit_nats_password" in run.output, run.describe()
+    assert f"the secrets file {partial} lacks audit_nats_consumer_password" in run.output, run.describe()
     assert run.changed == 0, run.describe()
 
 

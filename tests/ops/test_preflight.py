@@ -234,7 +234,11 @@ def test_a_secret_missing_from_the_file_is_named(inventory, preflight):
     )
     run = preflight()
     assert not run.ok
-    assert "lacks audit_nats_password" in run.output, run.describe()
+    message = " ".join(run.output.split())
+    assert (
+        "lacks audit_nats_publisher_password, audit_nats_consumer_password, audit_nats_admin_password"
+        in message
+    ), run.describe()
 
 
 def test_a_lost_secrets_file_on_a_deployed_stack_is_named(inventory, tmp_path, preflight):

@@ -85,7 +85,8 @@ def test_a_poison_message_goes_to_the_dead_letters_and_can_be_redriven(svc):
 
     # The operator fixes the cause (the tenant exists now) and re-drives that message.
     sql(svc.database_url, "INSERT INTO tenants (id, name) VALUES ($1, 'stranger')", stranger)
-    redriven = run_cli(svc.env, "dead-letters", "--redrive", str(rows[1]["id"]))
+    # Re-driving publishes: with the API's NATS user (the worker's may not publish events).
+    redriven = run_cli(svc.api_env, "dead-letters", "--redrive", str(rows[1]["id"]))
     assert redriven.returncode == 0, redriven.stderr
     assert json.loads(redriven.stdout)["changed"] is True
     wait_for(lambda: stored_count(svc.database_url, stranger) == 1, 30, what="the re-driven event stored")
@@ -96,7 +97,7 @@ def test_a_poison_message_goes_to_the_dead_letters_and_can_be_redriven(svc):
     ).json()
     assert verify["valid"] and verify["checked"] == 1
 
-    again = run_cli(svc.env, "dead-letters", "--redrive", str(rows[1]["id"]))
+    again = run_cli(svc.api_env, "dead-letters", "--redrive", str(rows[1]["id"]))
     assert again.returncode == 1 and f"no dead letter with id {rows[1]['id']}" in again.stderr
 
 

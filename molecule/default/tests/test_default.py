@@ -87,7 +87,11 @@ def test_redis_listens_only_on_the_addresses_that_need_it(host):
 
 # Files with secrets or configuration, per group: (path, mode, owner, group).
 GROUP_FILES = {
-    "audit_api": [("/etc/audit-service/audit-service.env", 0o600, "root", "root")],
+    "audit_api": [
+        ("/etc/audit-service/audit-service.env", 0o600, "root", "root"),
+        ("/etc/audit-service/audit-api.env", 0o600, "root", "root"),
+    ],
+    "audit_worker": [("/etc/audit-service/audit-worker.env", 0o600, "root", "root")],
     "audit_cache": [("/etc/redis/redis.conf", 0o640, "redis", "redis")],
     "audit_broker": [("/etc/nats/nats-server.conf", 0o640, "root", "nats")],
     "audit_lb": [("/etc/nginx/sites-available/audit.conf", 0o644, "root", "root")],
@@ -112,6 +116,19 @@ def test_config_and_secret_files_have_their_modes(host):
     assert host.file("/etc/audit-service/audit-service.env").exists == (
         "audit_api" in groups or "audit_worker" in groups
     )
+    # The admin key is in the API's own file only; each unit's file names its own NATS user.
+    for name, has_admin_key, nats_user in (
+        ("audit-service", False, None),
+        ("audit-worker", False, "audit-worker"),
+        ("audit-api", True, "audit-api"),
+    ):
+        f = host.file(f"/etc/audit-service/{name}.env")
+        if f.exists:
+            text = f.content_string
+            assert ("ADMIN_API_KEY=" in text) == has_admin_key, name
+            assert ("NATS_URL=" in text) == bool(nats_user), name
+            if nats_user:
+                assert f"NATS_URL=nats://{nats_user}:" in text, name
 
 
 def test_retention_runs_from_its_unit(host):
