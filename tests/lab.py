@@ -31,6 +31,8 @@ LOG_DIR = ROOT / ".cache" / "lab-logs"
 # The secrets the common role generates into the secrets file (the tests' own statement of it).
 SECRET_NAMES = [
     "audit_db_password",
+    "audit_db_owner_password",
+    "audit_db_retention_password",
     "audit_redis_password",
     "audit_nats_publisher_password",
     "audit_nats_consumer_password",

@@ -143,14 +143,32 @@ class Postgres:
         )
         return out.stdout.strip()
 
-    def create_database(self, name: str, user: str = "audit_user") -> str:
-        """A database owned by `user` (created if needed); returns its DATABASE_URL."""
+    # The roles as the deployment makes them (role postgresql): the owner runs migrations, the
+    # service logs in as a member of audit_runtime, retention as one of audit_retention.
+    OWNER, RUNTIME, RETENTION = "audit_owner", "audit_user", "audit_retention_user"
+
+    def _ensure_roles(self) -> None:
         # Names and the password are the test's own, never input.
-        exists = self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{user}'")  # noqa: S608
-        if not exists:
-            self.psql(f"CREATE ROLE {user} LOGIN PASSWORD '{self.password}'")
-        self.psql(f"CREATE DATABASE {name} OWNER {user}")
-        return f"postgresql://{user}:{self.password}@{LOOPBACK}:{self.port}/{name}"
+        have = set(self.psql("SELECT rolname FROM pg_roles").split())
+        wanted = [
+            ("audit_runtime", "NOLOGIN"),
+            ("audit_retention", "NOLOGIN"),
+            (self.OWNER, f"LOGIN PASSWORD '{self.password}'"),
+            (self.RUNTIME, f"LOGIN PASSWORD '{self.password}' IN ROLE audit_runtime"),
+            (self.RETENTION, f"LOGIN PASSWORD '{self.password}' IN ROLE audit_retention"),
+        ]
+        for role, options in wanted:
+            if role not in have:
+                self.psql(f"CREATE ROLE {role} {options}")
+
+    def create_database(self, name: str) -> str:
+        """A database owned by the owner role; returns the owner's URL (see url_as)."""
+        self._ensure_roles()
+        self.psql(f"CREATE DATABASE {name} OWNER {self.OWNER}")
+        return self.url_as(self.OWNER, name)
+
+    def url_as(self, role: str, database: str) -> str:
+        return f"postgresql://{role}:{self.password}@{LOOPBACK}:{self.port}/{database}"
 
     @property
     def admin_url(self) -> str:
@@ -389,12 +407,16 @@ class Service:
     def __init__(self, stack: Stack, database: str, workers: int = 1, stream: dict | None = None, **env: str):
         self.stack = stack
         self.stream_options = stream or {}  # nats_stream options for its stream (Nats.ensure_stream)
+        # The owner's URL: migrations, and the tests' own looks at (and damage to) the data.
         self.database_url = stack.pg.create_database(database)
+        runtime_url = stack.pg.url_as(stack.pg.RUNTIME, database)
         self.port = free_port()
         self.admin_key = "admin-" + secrets.token_urlsafe(24)
         # Services sharing one NATS server each get a stream of their own.
         env = {"STREAM_NAME": f"audit-logs-{database}", "STREAM_SUBJECT_PREFIX": f"audit.{database}", **env}
-        self.env = stack.env(self.database_url, API_PORT=str(self.port), ADMIN_API_KEY=self.admin_key, **env)
+        self.env = stack.env(runtime_url, API_PORT=str(self.port), ADMIN_API_KEY=self.admin_key, **env)
+        self.owner_env = {**self.env, "DATABASE_URL": self.database_url}
+        self.retention_env = {**self.env, "DATABASE_URL": stack.pg.url_as(stack.pg.RETENTION, database)}
         self.logdir = stack.root / f"logs-{database}"
         self.logdir.mkdir()
         # The API with its own NATS user (publisher); the rest (worker, CLI) with the consumer's.
@@ -406,7 +428,7 @@ class Service:
         self.url = f"http://{LOOPBACK}:{self.port}"
 
     def migrate(self) -> None:
-        out = run_cli(self.env, "migrate")
+        out = run_cli(self.owner_env, "migrate")
         if out.returncode != 0:
             raise RuntimeError(f"migrate failed: {out.stderr}")
 

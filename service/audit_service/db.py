@@ -159,13 +159,8 @@ async def ensure_partitions(
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
         for m in missing:
-            name = partition_name(m)
-            # Identifiers come from partition_name (digits only), never from input.
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF audit_logs "  # noqa: S608
-                f"FOR VALUES FROM ('{m.isoformat()}') TO ('{next_month(m).isoformat()}')"
-            )
-            created.append(name)
+            # As audit_logs' owner (a SECURITY DEFINER function): the service's login may not.
+            created.append(await conn.fetchval("SELECT audit_create_partition($1)", m))
     if created:
         log.info("partitions created", extra={"partitions": created})
     return created
@@ -283,17 +278,19 @@ async def _retention(
         if part["upper"] is None or part["upper"] > cutoff:
             continue
         name = part["relname"]
-        rows = await conn.fetchval(f"SELECT count(*) FROM {name}")  # noqa: S608 - our own partition names
+        # Through audit_logs (retention may read it, not its partitions directly).
+        rows = await conn.fetchval("SELECT count(*) FROM audit_logs WHERE tableoid = $1::regclass", name)
         beyond = await conn.fetchval(
-            f"""SELECT count(*) FROM {name} p LEFT JOIN chain_anchors a ON a.tenant_id = p.tenant_id
-                 WHERE p.seq > coalesce(a.seq, 0)"""  # noqa: S608
+            """SELECT count(*) FROM audit_logs p LEFT JOIN chain_anchors a ON a.tenant_id = p.tenant_id
+                WHERE p.tableoid = $1::regclass AND p.seq > coalesce(a.seq, 0)""",
+            name,
         )
         if beyond:
             continue  # its rows go one batch at a time below
         try:
             async with conn.transaction():
                 await conn.execute("SET LOCAL lock_timeout = '2s'")
-                await conn.execute(f"DROP TABLE {name}")
+                await conn.execute("SELECT audit_drop_partition($1)", name)
         except asyncpg.exceptions.LockNotAvailableError:
             continue  # busy: the rows are deleted below, the empty partition goes next time
         report["dropped_partitions"].append({"name": name, "rows": rows})

@@ -346,7 +346,7 @@ def test_retention_runs_beside_a_worker_appending(own_stack):
         sender = Sender(client, batches=60, size=50)
         sender.start()
         wait_for(lambda: len(sender.acked) > 200, 30, what="traffic")
-        report = json.loads(run_cli(svc.env, "retention", "--days", "90").stdout)
+        report = json.loads(run_cli(svc.retention_env, "retention", "--days", "90").stdout)
         sender.join(120)
         assert sender.done.is_set() and sender.unexpected == []
         assert report["removed_rows"] == len(aged), report
@@ -356,7 +356,7 @@ def test_retention_runs_beside_a_worker_appending(own_stack):
         assert left[0]["n"] == len(sender.acked)
 
         # Shorter than the stream's 7-day replay window: refused, nothing removed.
-        refused = run_cli(svc.env, "retention", "--days", "3")
+        refused = run_cli(svc.retention_env, "retention", "--days", "3")
         assert refused.returncode == 1 and "shorter than the stream's replay window" in refused.stderr
     finally:
         svc.stop()

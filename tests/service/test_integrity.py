@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 from audit_service import db
-from conftest import Client, sql, wait_stored
+from conftest import Client, sql, stored_count, wait_stored
 from stack import VENV_BIN, Service, run_cli
 
 
@@ -181,7 +181,7 @@ def test_retention_drops_old_partitions_deletes_boundary_rows_and_keeps_chains_v
 
         asyncio.run(age_rows())
         before = sql(svc.database_url, "SELECT count(*) AS n FROM audit_logs")[0]["n"]
-        dry = run_cli(svc.env, "retention", "--dry-run")
+        dry = run_cli(svc.retention_env, "retention", "--dry-run")
         assert dry.returncode == 0, dry.stderr
         dry_report = json.loads(dry.stdout)
         assert dry_report["dry_run"] and dry_report["removed_rows"] == 20
@@ -189,7 +189,7 @@ def test_retention_drops_old_partitions_deletes_boundary_rows_and_keeps_chains_v
             sql(svc.database_url, "SELECT count(*) AS n FROM audit_logs")[0]["n"] == before
         )  # nothing changed
 
-        out = run_cli(svc.env, "retention")
+        out = run_cli(svc.retention_env, "retention")
         assert out.returncode == 0, out.stderr
         report = json.loads(out.stdout)
         old_part = db.partition_name(db.month_start(very_old))
@@ -201,7 +201,7 @@ def test_retention_drops_old_partitions_deletes_boundary_rows_and_keeps_chains_v
         assert [r["seq"] for r in remaining] == list(range(21, 31))
         assert c.verify() == {"valid": True, "checked": 10, "first_invalid": None, "reason": None}
 
-        again = json.loads(run_cli(svc.env, "retention").stdout)
+        again = json.loads(run_cli(svc.retention_env, "retention").stdout)
         assert again["removed_rows"] == 0 and again["dropped_partitions"] == []
 
         # Deleting the oldest remaining row is still caught: the anchor names its predecessor.
@@ -305,3 +305,24 @@ def test_replay_catches_up_a_database_restored_from_an_older_backup(service, ten
     assert again["stored"] == 0
     bad = run_cli(service.env, "replay", "--from-seq", "0")
     assert bad.returncode == 1 and "--from-seq" in bad.stderr
+
+
+def test_the_service_credentials_cannot_change_or_remove_an_event(service, tenant):
+    """The API's and worker's login appends and reads; UPDATE, DELETE and TRUNCATE of events are
+    refused, and so is dropping a partition. Retention's login may delete, not update."""
+    assert tenant.post(ev(1)).status_code == 202
+    wait_stored(service, tenant.tenant_id, 1)
+    runtime = service.env["DATABASE_URL"]
+    for statement in (
+        "UPDATE audit_logs SET actor = 'mallory'",
+        "DELETE FROM audit_logs",
+        "TRUNCATE audit_logs",
+        "SELECT audit_drop_partition('audit_logs_p2026_12')",
+        "DROP TABLE audit_logs",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            sql(runtime, statement)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        sql(service.retention_env["DATABASE_URL"], "UPDATE audit_logs SET actor = 'mallory'")
+    assert stored_count(service.database_url, tenant.tenant_id) == 1
+    assert tenant.verify()["valid"]

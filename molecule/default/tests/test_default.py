@@ -91,7 +91,10 @@ GROUP_FILES = {
         ("/etc/audit-service/audit-service.env", 0o600, "root", "root"),
         ("/etc/audit-service/audit-api.env", 0o600, "root", "root"),
     ],
-    "audit_worker": [("/etc/audit-service/audit-worker.env", 0o600, "root", "root")],
+    "audit_worker": [
+        ("/etc/audit-service/audit-worker.env", 0o600, "root", "root"),
+        ("/etc/audit-service/audit-retention.env", 0o600, "root", "root"),
+    ],
     "audit_cache": [("/etc/redis/redis.conf", 0o640, "redis", "redis")],
     "audit_broker": [("/etc/nats/nats-server.conf", 0o640, "root", "nats")],
     "audit_lb": [("/etc/nginx/sites-available/audit.conf", 0o644, "root", "root")],
@@ -120,6 +123,7 @@ def test_config_and_secret_files_have_their_modes(host):
     for name, has_admin_key, nats_user in (
         ("audit-service", False, None),
         ("audit-worker", False, "audit-worker"),
+        ("audit-retention", False, None),
         ("audit-api", True, "audit-api"),
     ):
         f = host.file(f"/etc/audit-service/{name}.env")
@@ -143,3 +147,28 @@ def test_retention_runs_from_its_unit(host):
         "journalctl -u audit-retention.service -o cat --no-pager -n 20 | grep retention_days | tail -1"
     )
     assert '"retention_days":90' in report
+
+
+# Run with the service's own environment (its DATABASE_URL: the API's and worker's login).
+TRY_SQL = """
+import asyncio, os, sys, asyncpg
+async def main():
+    conn = await asyncpg.connect(os.environ["DATABASE_URL"])
+    try:
+        await conn.execute(sys.argv[1])
+        print("allowed")
+    except asyncpg.InsufficientPrivilegeError:
+        print("refused")
+    finally:
+        await conn.close()
+asyncio.run(main())
+"""
+
+
+def test_the_service_login_cannot_change_or_remove_events(host):
+    if "audit_api" not in groups_of(host):
+        return
+    env = "set -a; . /etc/audit-service/audit-service.env; set +a"
+    for statement in ("UPDATE audit_logs SET actor = 'x'", "DELETE FROM audit_logs", "TRUNCATE audit_logs"):
+        out = host.check_output(f"{env}; /opt/audit-service/bin/python -c '{TRY_SQL}' \"{statement}\"")
+        assert out == "refused", statement
