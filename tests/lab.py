@@ -34,6 +34,8 @@ SECRET_NAMES = [
     "audit_db_owner_password",
     "audit_db_retention_password",
     "audit_redis_password",
+    "audit_redis_exporter_password",
+    "audit_redis_admin_password",
     "audit_nats_publisher_password",
     "audit_nats_consumer_password",
     "audit_nats_admin_password",

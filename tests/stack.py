@@ -175,7 +175,17 @@ class Postgres:
         return f"postgresql://postgres:{self.password}@{LOOPBACK}:{self.port}/postgres"
 
 
+def redis_acl_rules() -> dict[str, str]:
+    """The ACL rules the redis role gives its users (roles/redis/vars/main.yml): one definition."""
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "roles" / "redis" / "vars" / "main.yml"
+    return yaml.safe_load(path.read_text())["redis_acl_rules"]
+
+
 class Redis:
+    """redis-server with the deployment's ACL users: the service's (url), the admin (admin_url)."""
+
     def __init__(self, root: Path):
         self.dir = root / "redis"
         self.port = free_port()
@@ -184,6 +194,7 @@ class Redis:
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        rules = redis_acl_rules()
         self.proc = subprocess.Popen(
             [
                 _need("redis-server", "redis-server"),
@@ -197,8 +208,10 @@ class Redis:
                 "no",
                 "--dir",
                 str(self.dir),
-                "--requirepass",
-                self.password,
+                # As in redis.conf: `user <name> <rules...>`, one argument per word.
+                *["--user", "default", "off"],
+                *["--user", *f"audit-service on >{self.password} {rules['service']}".split()],
+                *["--user", *f"audit-admin on >{self.password} {rules['admin']}".split()],
                 "--maxmemory",
                 "256mb",
                 "--maxmemory-policy",
@@ -215,7 +228,12 @@ class Redis:
 
     @property
     def url(self) -> str:
-        return f"redis://:{self.password}@{LOOPBACK}:{self.port}/0"
+        """The service's user: its own keys and commands only."""
+        return f"redis://audit-service:{self.password}@{LOOPBACK}:{self.port}/0"
+
+    @property
+    def admin_url(self) -> str:
+        return f"redis://audit-admin:{self.password}@{LOOPBACK}:{self.port}/0"
 
 
 # The service's NATS users, with the permissions the nats role gives them (roles/nats/vars/main.yml),

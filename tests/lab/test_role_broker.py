@@ -60,6 +60,8 @@ def mq_lab(tmp_path_factory):
     secrets_file = workdir / "secrets.yml"
     passwords = {
         "audit_redis_password": secrets.token_urlsafe(24),
+        "audit_redis_exporter_password": secrets.token_urlsafe(24),
+        "audit_redis_admin_password": secrets.token_urlsafe(24),
         "audit_nats_publisher_password": secrets.token_urlsafe(24),
         "audit_nats_consumer_password": secrets.token_urlsafe(24),
         "audit_nats_admin_password": secrets.token_urlsafe(24),
@@ -120,16 +122,23 @@ def test_services_active_and_enabled(converged, host):
 
 
 @pytest.mark.parametrize("host", HOSTS)
-def test_redis_requires_the_password(converged, host):
-    pw = converged.passwords["audit_redis_password"]
-    with_pw = converged.exec(host, ["redis-cli", "--no-auth-warning", "-a", pw, "ping"])
-    assert with_pw.stdout.strip() == "PONG"
-    without = converged.exec(host, ["redis-cli", "ping"], check=False)
-    assert "NOAUTH" in without.stdout + without.stderr
-    config = converged.exec(
-        host, ["redis-cli", "--no-auth-warning", "-a", pw, "config", "get", "maxmemory-policy"]
-    ).stdout.split()
-    assert config == ["maxmemory-policy", "allkeys-lru"]
+def test_redis_users_may_run_only_their_commands(converged, host):
+    def cli(user: str | None, password_name: str | None, *args: str) -> str:
+        auth = ["--user", user, "--pass", converged.passwords[password_name]] if user else []
+        out = converged.exec(host, ["redis-cli", "--no-auth-warning", *auth, *args], check=False)
+        return (out.stdout + out.stderr).strip()
+
+    assert "NOAUTH" in cli(None, None, "ping")  # the default user is off
+    service = ("audit-service", "audit_redis_password")
+    assert cli(*service, "set", "audit:t", "1") == "OK"
+    assert "NOPERM" in cli(*service, "set", "other:t", "1")  # only its own keys
+    assert "NOPERM" in cli(*service, "flushall")
+    assert "NOPERM" in cli(*service, "config", "set", "maxmemory", "1")
+    exporter = ("audit-exporter", "audit_redis_exporter_password")
+    assert "used_memory" in cli(*exporter, "info", "memory")
+    assert "NOPERM" in cli(*exporter, "get", "audit:t")
+    admin = ("audit-admin", "audit_redis_admin_password")
+    assert cli(*admin, "config", "get", "maxmemory-policy").split() == ["maxmemory-policy", "allkeys-lru"]
 
 
 @pytest.mark.parametrize("host", HOSTS)

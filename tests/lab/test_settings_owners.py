@@ -70,14 +70,16 @@ def moved_inventory(tmp_path_factory):
 def test_check_diff_shows_changed_config_files_with_secrets_masked(lab, stack):
     # Hand edits, two of them on the very lines that hold a secret.
     lab.exec("mq1", "sed -i 's/^maxmemory .*/maxmemory 100mb/' /etc/redis/redis.conf")
-    lab.exec("mq1", "sed -i 's/^requirepass .*/requirepass \"not-the-secret\"/' /etc/redis/redis.conf")
+    hand_edit = "s/^user audit-service on >[^ ]*/user audit-service on >not-the-secret/"
+    lab.exec("mq1", f"sed -i '{hand_edit}' /etc/redis/redis.conf")
     env_file = "/etc/audit-service/audit-service.env"
     lab.exec("app1", f"sed -i 's/^CACHE_TTL=.*/CACHE_TTL=7/' {env_file}")
     lab.exec("app1", f"sed -i 's#^NATS_URL=.*#NATS_URL=nats://audit:hand-set@mq1:4222#' {env_file}")
     run = lab.playbook("playbooks/site.yml", limit="mq1,app1", check=True, diff=True)
     assert run.ok, run.describe()
     assert "-maxmemory 100mb" in run.output and "+maxmemory 256mb" in run.output, run.describe()
-    assert '-requirepass "not-the-secret"' in run.output and '+requirepass "********"' in run.output
+    assert "-user audit-service on >not-the-secret" in run.output, run.describe()
+    assert "+user audit-service on >******** " in run.output, run.describe()
     assert "-CACHE_TTL=7" in run.output and "+CACHE_TTL=30" in run.output, run.describe()
     assert "-NATS_URL=nats://audit:hand-set@mq1:4222" in run.output, run.describe()
     assert "+NATS_URL=nats://audit:********@mq1:4222" in run.output, run.describe()

@@ -255,7 +255,7 @@ def test_ingest_needs_no_database_for_known_keys(own_stack):
     key = json.loads(run_cli(svc.env, "create-api-key", "nodb").stdout)["api_key"]
     svc.start_processes()
     try:
-        mirror = redis.Redis.from_url(own_stack.redis.url)
+        mirror = redis.Redis.from_url(own_stack.redis.admin_url)
         digest = hashlib.sha256(key.encode()).hexdigest()
         wait_for(
             lambda: digest.encode() in (mirror.get("audit:keys:audit_no_db_ingest") or b""),
