@@ -39,6 +39,7 @@ SECRET_NAMES = [
     "audit_nats_publisher_password",
     "audit_nats_consumer_password",
     "audit_nats_admin_password",
+    "audit_nats_route_password",
     "audit_admin_api_key",
     "audit_grafana_admin_password",
 ]

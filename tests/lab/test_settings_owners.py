@@ -74,15 +74,17 @@ def test_check_diff_shows_changed_config_files_with_secrets_masked(lab, stack):
     lab.exec("mq1", f"sed -i '{hand_edit}' /etc/redis/redis.conf")
     env_file = "/etc/audit-service/audit-service.env"
     lab.exec("app1", f"sed -i 's/^CACHE_TTL=.*/CACHE_TTL=7/' {env_file}")
-    lab.exec("app1", f"sed -i 's#^NATS_URL=.*#NATS_URL=nats://audit:hand-set@mq1:4222#' {env_file}")
+    api_env_file = "/etc/audit-service/audit-api.env"
+    lab.exec("app1", f"sed -i 's#^NATS_URL=.*#NATS_URL=nats://audit-api:hand-set@mq1:4222#' {api_env_file}")
     run = lab.playbook("playbooks/site.yml", limit="mq1,app1", check=True, diff=True)
     assert run.ok, run.describe()
     assert "-maxmemory 100mb" in run.output and "+maxmemory 256mb" in run.output, run.describe()
     assert "-user audit-service on >not-the-secret" in run.output, run.describe()
     assert "+user audit-service on >******** " in run.output, run.describe()
     assert "-CACHE_TTL=7" in run.output and "+CACHE_TTL=30" in run.output, run.describe()
-    assert "-NATS_URL=nats://audit:hand-set@mq1:4222" in run.output, run.describe()
-    assert "+NATS_URL=nats://audit:********@mq1:4222" in run.output, run.describe()
+    assert "-NATS_URL=nats://audit-api:hand-set@mq1:4222" in run.output, run.describe()
+    every_broker = ",".join(f"nats://audit-api:********@mq{i}:4222" for i in (1, 2, 3))
+    assert f"+NATS_URL={every_broker}" in run.output, run.describe()
     leaked = [v for v in secret_values() if v in run.output]
     assert leaked == [], "a secret value is in the --diff output"
     # --check changed nothing: the hand edits are still there, and a converge puts them back.
@@ -90,7 +92,7 @@ def test_check_diff_shows_changed_config_files_with_secrets_masked(lab, stack):
     healed = lab.playbook("playbooks/site.yml", limit="mq1,app1")
     assert healed.ok, healed.describe()
     assert "maxmemory 256mb" in lab.exec("mq1", "cat /etc/redis/redis.conf").stdout
-    assert "hand-set" not in lab.exec("app1", f"cat {env_file}").stdout
+    assert "hand-set" not in lab.exec("app1", f"cat {api_env_file}").stdout
 
 
 def test_moved_ports_move_the_whole_stack(lab, stack, moved_inventory):

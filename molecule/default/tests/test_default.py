@@ -16,7 +16,7 @@ GROUP_UNITS = {
 GROUP_PORTS = {
     "audit_db": {5432: {"host", "loopback"}, 9187: {"host"}},
     "audit_cache": {6379: {"host", "loopback"}, 9121: {"host"}},
-    "audit_broker": {4222: {"host"}, 8222: {"loopback"}},
+    "audit_broker": {4222: {"host"}, 8222: {"loopback"}, 6222: {"host"}},  # 6222: the cluster's routes
     "audit_api": {8000: {"host"}},
     "audit_worker": {9101: {"host"}},
     "audit_lb": {80: {"any"}},

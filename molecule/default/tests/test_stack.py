@@ -56,7 +56,7 @@ def test_prometheus_has_every_target_up():
         time.sleep(2)
     jobs = {t["labels"]["job"] for t in targets}
     assert jobs == {"prometheus", "audit-api", "audit-worker", "node", "postgres", "redis"}
-    assert len(targets) == 1 + 2 + 2 + 5 + 1 + 1  # app1+app2 twice, node on all five hosts
+    assert len(targets) == 1 + 2 + 2 + 7 + 1 + 1  # app1+app2 twice, node on all seven hosts
     assert down == []
 
 
