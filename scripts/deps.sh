@@ -19,6 +19,18 @@ fi
 # The tests run their own servers on free ports, so the machine's own instances (Debian starts
 # one on install) are left alone: stopping them could stop a service someone relies on.
 
+# promtool (checks and unit-tests the alerting rules) from Debian's prometheus package, unpacked
+# into .cache/tools: installing the package would start a Prometheus on this machine.
+if [ ! -x .cache/tools/promtool ]; then
+    echo "deps: unpacking promtool from Debian's prometheus package"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus >/dev/null; })
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+    mkdir -p .cache/tools
+    cp "$tmp/x/usr/bin/promtool" .cache/tools/promtool
+    rm -rf "$tmp"
+fi
+
 stamp=.venv/.installed
 if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt "$stamp" ] || [ requirements-lock.txt -nt "$stamp" ]; then
     echo "deps: building .venv"

@@ -68,3 +68,19 @@ def test_nginx_keeps_the_internals_from_the_public():
     # Health is public, but without the components' error texts.
     health = httpx.get(f"{LB_URL}/api/v1/metrics/health", timeout=30).json()
     assert health["components"] and all("error" not in c for c in health["components"].values())
+
+
+def test_prometheus_evaluates_the_alerts_and_sends_them_to_alertmanager():
+    groups = httpx.get(f"{PROMETHEUS_URL}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    alerts = {r["name"] for g in groups for r in g["rules"] if r["type"] == "alerting"}
+    assert {"AuditComponentDown", "AuditDeadLetters", "AuditStreamStoreFilling"} <= alerts
+    deadline = time.monotonic() + 60
+    while True:
+        managers = httpx.get(f"{PROMETHEUS_URL}/api/v1/alertmanagers", timeout=10).json()["data"]
+        if managers["activeAlertmanagers"] or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert [m["url"] for m in managers["activeAlertmanagers"]] == [
+        m["url"] for m in managers["activeAlertmanagers"] if m["url"].endswith(":9093/api/v2/alerts")
+    ]
+    assert len(managers["activeAlertmanagers"]) == 1
