@@ -27,9 +27,11 @@ all:
         mq12:
           ansible_host: audit-t-mq-mq12
           lab_image: local/debian-systemd:bookworm
+          nats_cluster_hosts: [mq12]  # two single brokers, not a cluster of two
         mq13:
           ansible_host: audit-t-mq-mq13
           lab_image: local/debian-systemd:trixie
+          nats_cluster_hosts: [mq13]
     audit_broker:
       hosts:
         mq12:
@@ -92,6 +94,15 @@ def converged(mq_lab):
         f" check {check.seconds:.0f}s changed={check.changed}"
     )
     return mq_lab
+
+
+def test_a_single_broker_syncs_every_message_where_nats_can(converged):
+    # Debian 13's NATS 2.10 writes each message to disk before its ack; Debian 12's 2.9 cannot,
+    # and the run says what that risks.
+    assert "sync_interval: always" in converged.exec("mq13", ["cat", "/etc/nats/nats-server.conf"]).stdout
+    assert "sync_interval" not in converged.exec("mq12", ["cat", "/etc/nats/nats-server.conf"]).stdout
+    first = " ".join(converged.runs["first"].output.split())
+    assert "WARNING: mq12 runs NATS" in first and "WARNING: mq13 runs NATS" not in first
 
 
 def test_first_run_changes(converged):
