@@ -46,6 +46,9 @@ class Cache:
         self.misses = 0
         self.errors = 0
         self._reserved: dict[Any, tuple[int, int]] = {}  # tenant -> (window, tokens held here)
+        # Keys that are per deployment carry its database's name: deployments (and tests) may
+        # share a Redis server.
+        self._namespace = urlsplit(settings.database_url or "").path.lstrip("/") or "default"
 
     @property
     def available(self) -> bool:
@@ -64,11 +67,6 @@ class Cache:
         await self.client.aclose()
 
     # --- the API key mirror ------------------------------------------------------------------
-
-    @property
-    def _namespace(self) -> str:
-        # Per database: deployments (and tests) may share a Redis server.
-        return urlsplit(self.settings.database_url).path.lstrip("/") or "default"
 
     @property
     def _keys_name(self) -> str:
