@@ -262,8 +262,10 @@ SERVICE_NATS_USERS = {
 class Nats:
     """nats-server with JetStream on file storage, the service's users and the tests' own."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, tls: dict[str, Path] | None = None):
+        """tls: {"cert", "key", "ca"} files to serve TLS with, asking clients for a certificate."""
         self.dir = root / "nats"
+        self.tls = tls
         self.port = free_port()
         self.monitor_port = free_port()
         self.password = secrets.token_urlsafe(16)
@@ -283,7 +285,15 @@ class Nats:
             f'http: "{LOOPBACK}:{self.monitor_port}"\n'
             "max_payload: 8MB\n"
             f'jetstream {{ store_dir: "{self.dir / "store"}", max_file_store: 4G, max_memory_store: 256M }}\n'
-            "authorization { users = [\n" + "\n".join(users) + "\n] }\n"
+            "authorization { users = [\n"
+            + "\n".join(users)
+            + "\n] }\n"
+            + (
+                f'tls {{ cert_file: "{self.tls["cert"]}", key_file: "{self.tls["key"]}",'
+                f' ca_file: "{self.tls["ca"]}", verify: true }}\n'
+                if self.tls
+                else ""
+            )
         )
         self.proc = subprocess.Popen(
             [_need("nats-server", "nats-server"), "-c", str(conf)],

@@ -168,3 +168,100 @@ def test_server_down_fails_with_host_and_port(tmp_path):
     assert result["msg"].startswith(f"cannot connect to NATS at 127.0.0.1:{port}")
     assert "Traceback" not in out
     assert time.monotonic() - started < 60
+
+
+def make_pki(directory: Path, server_name: str = "localhost") -> dict[str, Path]:
+    """A CA, a server certificate for server_name and 127.0.0.1, and a client certificate."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def write(name: str, key, cert) -> None:
+        (directory / f"{name}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        (directory / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(subject: str, key, issuer_name, issuer_key, ca: bool, sans=(), usage=None):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer_name or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+        if usage:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = issue("test CA", ca_key, None, ca_key, ca=True)
+    write("ca", ca_key, ca)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    sans = [x509.DNSName(server_name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    write(
+        "server",
+        server_key,
+        issue(server_name, server_key, ca.subject, ca_key, False, sans, ExtendedKeyUsageOID.SERVER_AUTH),
+    )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    write(
+        "client",
+        client_key,
+        issue("client", client_key, ca.subject, ca_key, False, (), ExtendedKeyUsageOID.CLIENT_AUTH),
+    )
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    write("other-ca", other_key, issue("another CA", other_key, None, other_key, ca=True))
+    return {name: directory / f"{name}.crt" for name in ("ca", "server", "client", "other-ca")} | {
+        "server_key": directory / "server.key",
+        "client_key": directory / "client.key",
+    }
+
+
+@pytest.fixture(scope="module")
+def nats_tls(tmp_path_factory):
+    pki = make_pki(tmp_path_factory.mktemp("pki"))
+    server = Nats(
+        tmp_path_factory.mktemp("nats-tls"),
+        tls={"cert": pki["server"], "key": pki["server_key"], "ca": pki["ca"]},
+    )
+    server.start()
+    yield server, pki
+    server.stop()
+
+
+def test_over_tls_the_module_shows_its_client_certificate(nats_tls):
+    nats, pki = nats_tls
+    tls = {"ca_file": str(pki["ca"]), "client_cert": str(pki["client"]), "client_key": str(pki["client_key"])}
+    rc, result, out = run_module(nats, **tls)
+    assert rc == 0, out
+    assert result["operation"] == "create" and result["is_available"]
+    rc, result, out = run_module(nats, **tls)
+    assert rc == 0 and not result["changed"] and result["operation"] == "none", out
+
+
+def test_over_tls_a_missing_client_certificate_or_a_foreign_ca_is_reported(nats_tls):
+    nats, pki = nats_tls
+    rc, result, out = run_module(nats, ca_file=str(pki["ca"]))
+    assert rc != 0 and result["is_available"] is False, out
+    assert "TLS" in result["msg"] or "closed" in result["msg"] or "certificate" in result["msg"], result[
+        "msg"
+    ]
+    rc, result, out = run_module(
+        nats, ca_file=str(pki["other-ca"]), client_cert=str(pki["client"]), client_key=str(pki["client_key"])
+    )
+    assert rc != 0 and result["is_available"] is False, out
+    assert "does not verify" in result["msg"], result["msg"]

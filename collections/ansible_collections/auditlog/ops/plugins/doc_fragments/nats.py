@@ -9,7 +9,7 @@ class ModuleDocFragment:
 options:
   server_host:
     description:
-      - The NATS server to connect to (client port, plain TCP).
+      - The NATS server to connect to (its client port).
       - The module runs on the target host, so the default is that host's own server.
     type: str
     default: 127.0.0.1
@@ -37,8 +37,23 @@ options:
       - Seconds to wait for the connection and for each reply of the JetStream API.
     type: float
     default: 10.0
+  ca_file:
+    description:
+      - The CA certificate (PEM) that signed the server's certificate. Given, or when the server
+        requires TLS, the connection is upgraded to TLS and the server's certificate is checked
+        against it (the system's CAs when omitted) for the name O(server_host).
+    type: path
+  client_cert:
+    description:
+      - A client certificate (PEM) to show the server, for servers that verify their clients
+        (C(tls { verify: true })).
+    type: path
+  client_key:
+    description:
+      - The private key of O(client_cert).
+    type: path
 notes:
   - The modules speak the NATS text protocol with the Python standard library only, so the
     target needs no C(nats-py).
-  - TLS to the client port is not supported; connect over loopback on the broker host.
+  - With TLS, O(server_host) must be a name (or address) the server's certificate carries.
 """

@@ -17,6 +17,7 @@ import binascii
 import json
 import os
 import socket
+import ssl
 
 CLIENT_NAME = "ansible-auditlog-ops"
 CLIENT_VERSION = "0.1.0"
@@ -33,6 +34,23 @@ def nats_common_argument_spec():
         user=dict(type="str", default="audit", aliases=["login_user"]),
         password=dict(type="str", no_log=True, aliases=["login_password"]),
         timeout=dict(type="float", default=10.0),
+        ca_file=dict(type="path"),
+        client_cert=dict(type="path"),
+        client_key=dict(type="path"),
+    )
+
+
+def client_from_params(params):
+    """A NatsClient for the connection options of nats_common_argument_spec."""
+    return NatsClient(
+        host=params["server_host"],
+        port=params["server_port"],
+        user=params["user"],
+        password=params["password"],
+        timeout=params["timeout"],
+        ca_file=params["ca_file"],
+        client_cert=params["client_cert"],
+        client_key=params["client_key"],
     )
 
 
@@ -55,12 +73,12 @@ class JetStreamApiError(NatsError):
         super().__init__(f"{subject}: {self.description} (code {self.code}, err_code {self.err_code})")
 
 
-def encode_connect(user, password, headers=True):
+def encode_connect(user, password, headers=True, tls=False):
     """The CONNECT line. verbose off (no +OK per command); headers on, for no-responders."""
     options = {
         "verbose": False,
         "pedantic": False,
-        "tls_required": False,
+        "tls_required": tls,
         "name": CLIENT_NAME,
         "lang": "python-stdlib",
         "version": CLIENT_VERSION,
@@ -87,8 +105,22 @@ def parse_status(header_block):
 class NatsClient:
     """One connection to one server; use as a context manager."""
 
-    def __init__(self, host="127.0.0.1", port=4222, user=None, password=None, timeout=10.0, sock=None):
+    def __init__(
+        self,
+        host="127.0.0.1",
+        port=4222,
+        user=None,
+        password=None,
+        timeout=10.0,
+        sock=None,
+        ca_file=None,
+        client_cert=None,
+        client_key=None,
+    ):
         self.host = host
+        self.ca_file = ca_file
+        self.client_cert = client_cert
+        self.client_key = client_key
         self.port = port
         self.user = user
         self.password = password
@@ -123,8 +155,12 @@ class NatsClient:
             self.server_info = json.loads(line[5:])
         except ValueError:
             raise NatsConnectionError(f"NATS at {self.address} sent an unreadable INFO line") from None
+        # The server says INFO in plain text, then expects the TLS handshake when it requires TLS.
+        tls = bool(self.server_info.get("tls_required")) or self.ca_file is not None
+        if tls:
+            self._start_tls()
         headers = bool(self.server_info.get("headers"))
-        self._send(encode_connect(self.user, self.password, headers=headers) + b"PING\r\n")
+        self._send(encode_connect(self.user, self.password, headers=headers, tls=tls) + b"PING\r\n")
         while True:
             line = self._readline()
             if line == "PONG":
@@ -141,6 +177,26 @@ class NatsClient:
                 continue
             else:
                 raise NatsConnectionError(f"NATS at {self.address}: unexpected reply {line[:80]!r}")
+
+    def _start_tls(self):
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file)
+            if self.client_cert:
+                context.load_cert_chain(self.client_cert, self.client_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise NatsConnectionError(
+                f"cannot load the TLS files (ca_file {self.ca_file}, client_cert {self.client_cert}): {exc}"
+            ) from None
+        try:
+            self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
+        except ssl.SSLCertVerificationError as exc:
+            raise NatsConnectionError(
+                f"NATS at {self.address}: its certificate does not verify ({exc.verify_message}):"
+                " give ca_file, the CA that signed it, and a server_host named in it"
+            ) from None
+        except (OSError, ssl.SSLError) as exc:
+            raise NatsConnectionError(f"NATS at {self.address}: TLS handshake failed: {exc}") from None
+        self._buf = b""
 
     def close(self):
         if self.sock is not None:

@@ -157,9 +157,9 @@ server:
 # Imports after the documentation, as in every Ansible module.
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.auditlog.ops.plugins.module_utils.nats_api import (  # noqa: E402
-    NatsClient,
     NatsConnectionError,
     NatsError,
+    client_from_params,
     config_diff,
     config_for_module,
     merged_config,
@@ -235,13 +235,7 @@ def main():
     if p["replicas"] < 1:
         module.fail_json(msg="replicas must be 1 or more, not {}".format(p["replicas"]))
 
-    client = NatsClient(
-        host=p["server_host"],
-        port=p["server_port"],
-        user=p["user"],
-        password=p["password"],
-        timeout=p["timeout"],
-    )
+    client = client_from_params(p)
     try:
         client.connect()
     except NatsConnectionError as exc:
