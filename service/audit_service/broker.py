@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import ssl
 import uuid
 from datetime import datetime
 from typing import Any
@@ -129,6 +130,16 @@ def replay_consumer_config(start_seq: int) -> ConsumerConfig:
     )
 
 
+def tls_context(settings: Any) -> ssl.SSLContext | None:
+    """The TLS context for NATS_TLS_* (None without a CA: plain TCP, or the system's CAs for tls://)."""
+    if not settings.nats_tls_ca_file:
+        return None
+    context = ssl.create_default_context(cafile=settings.nats_tls_ca_file)
+    if settings.nats_tls_cert_file:
+        context.load_cert_chain(settings.nats_tls_cert_file, settings.nats_tls_key_file or None)
+    return context
+
+
 async def connect(settings: Any, name: str, **callbacks: Any) -> tuple[Client, JetStreamContext]:
     async def on_error(exc: Exception) -> None:
         log.warning("nats error", extra={"error": str(exc)})
@@ -142,6 +153,7 @@ async def connect(settings: Any, name: str, **callbacks: Any) -> tuple[Client, J
     nc = await nats.connect(
         servers=[s.strip() for s in settings.nats_url.split(",")],
         name=name,
+        tls=tls_context(settings),
         max_reconnect_attempts=-1,  # keep trying for ever: a restarted server comes back
         reconnect_time_wait=0.5,
         connect_timeout=5,

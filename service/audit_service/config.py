@@ -83,6 +83,12 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+def _readable_file(name: str, raw: str) -> str:
+    if raw and not os.access(raw, os.R_OK):
+        raise ConfigError(f"{name}={raw!r} is not a file this user can read")
+    return raw
+
+
 def _secret(min_len: int) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
         if raw and len(raw) < min_len:
@@ -99,6 +105,11 @@ SPEC: dict[str, tuple[str | None, Callable[[str, str], Any]]] = {
     "DATABASE_MAX_OVERFLOW": ("10", _int(0, 500)),
     "REDIS_URL": ("redis://127.0.0.1:6379/0", _url("redis", "rediss")),
     "NATS_URL": ("nats://127.0.0.1:4222", _url("nats", "tls")),
+    # TLS to NATS: the CA that signed the servers' certificates, and this client's certificate
+    # and key for servers that verify their clients. (PostgreSQL and Redis take theirs in the URL.)
+    "NATS_TLS_CA_FILE": ("", _readable_file),
+    "NATS_TLS_CERT_FILE": ("", _readable_file),
+    "NATS_TLS_KEY_FILE": ("", _readable_file),
     "CACHE_ENABLED": ("true", _bool),
     "CACHE_TTL": ("30", _int(1, 86400)),
     "API_WORKERS": ("1", _int(1, 64)),
@@ -131,6 +142,9 @@ class Settings:
     database_max_overflow: int
     redis_url: str
     nats_url: str
+    nats_tls_ca_file: str
+    nats_tls_cert_file: str
+    nats_tls_key_file: str
     cache_enabled: bool
     cache_ttl: int
     api_workers: int
