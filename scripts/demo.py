@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 import lab as lablib  # noqa: E402  (tests/lab.py: the lab runner shared with the tests)
 
-API = "http://127.0.0.1:18080"  # lb1's nginx, published on loopback only
+API = lablib.LB_URL  # lb1's nginx (HTTPS, the lab's CA), published on loopback only
 PROMETHEUS = "http://127.0.0.1:19090"
 TENANT_FILE = ROOT / ".cache" / "demo-tenant.json"
 ACTIONS = ["user.login", "user.logout", "document.read", "document.update", "role.grant", "key.rotate"]
@@ -53,7 +53,10 @@ def demo_tenant(lab: lablib.Lab) -> dict:
     if TENANT_FILE.exists():
         tenant = json.loads(TENANT_FILE.read_text())
         r = httpx.get(
-            f"{API}/api/v1/audit/logs", params={"limit": 1}, headers={"X-API-Key": tenant["api_key"]}
+            f"{API}/api/v1/audit/logs",
+            params={"limit": 1},
+            headers={"X-API-Key": tenant["api_key"]},
+            verify=lablib.lab_tls(),
         )
         if r.status_code == 200:
             return tenant
@@ -89,20 +92,30 @@ def main() -> int:
     step(f"sending {args.events} sample events through nginx")
     tenant = demo_tenant(lab)
     headers = {"X-API-Key": tenant["api_key"]}
-    before = httpx.get(f"{API}/api/v1/audit/verify", headers=headers, timeout=60).json()["checked"]
+    before = httpx.get(
+        f"{API}/api/v1/audit/verify", headers=headers, timeout=60, verify=lablib.lab_tls()
+    ).json()["checked"]
     events = sample_events(args.events, random.Random())
     for i in range(0, len(events), 100):
         batch = events[i : i + 100]
-        r = httpx.post(f"{API}/api/v1/audit/logs/batch", json={"events": batch}, headers=headers, timeout=60)
+        r = httpx.post(
+            f"{API}/api/v1/audit/logs/batch",
+            json={"events": batch},
+            headers=headers,
+            timeout=60,
+            verify=lablib.lab_tls(),
+        )
         r.raise_for_status()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        verify = httpx.get(f"{API}/api/v1/audit/verify", headers=headers, timeout=60).json()
+        verify = httpx.get(
+            f"{API}/api/v1/audit/verify", headers=headers, timeout=60, verify=lablib.lab_tls()
+        ).json()
         if verify["checked"] >= before + len(events):
             break
         time.sleep(0.5)
 
-    health = httpx.get(f"{API}/api/v1/metrics/health", timeout=30)
+    health = httpx.get(f"{API}/api/v1/metrics/health", timeout=30, verify=lablib.lab_tls())
     # The stats are not served to the public through nginx: ask an API host directly.
     stats = json.loads(lab.exec("app1", "curl -fsS http://$(hostname -i):8000/api/v1/metrics/stats").stdout)
     # A Prometheus started by this converge has not scraped yet: its targets are "unknown" until
@@ -147,8 +160,11 @@ def main() -> int:
     print(f"  hosts      {', '.join(f'{h} ({lab.container(h)})' for h in lab.hosts)}")
     print(f"  converge   site.yml changed {site.changed} task(s) in {site.seconds:.0f} s; log {site.log}")
     print(f"  API        {API}   (key of the demo tenant: {TENANT_FILE})")
+    ca = lablib.pki_path(lablib.LAB_INVENTORY) / "ca.crt"
+    print(f"  CA         {ca}   (nginx's certificate is signed by the lab's CA)")
     print(
-        f'             curl -H "X-API-Key: $(jq -r .api_key {TENANT_FILE})" {API}/api/v1/audit/logs?limit=5'
+        f'             curl --cacert {ca} -H "X-API-Key: $(jq -r .api_key {TENANT_FILE})"'
+        f" {API}/api/v1/audit/logs?limit=5"
     )
     print(f"  took       {time.monotonic() - started:.0f} s")
     healthy = not failed

@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -24,6 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB_INVENTORY = ROOT / "inventories" / "lab"
@@ -50,6 +53,36 @@ def secrets_path(inventory_dir: str | Path) -> Path:
     directory (inventories/lab -> inventories/lab.secrets.yml), not in it."""
     inventory_dir = Path(inventory_dir)
     return inventory_dir.parent / f"{inventory_dir.name}.secrets.yml"
+
+
+def pki_path(inventory_dir: str | Path) -> Path:
+    """Where the common role keeps an inventory's CA and host certificates (inventories/lab ->
+    inventories/lab.pki)."""
+    inventory_dir = Path(inventory_dir)
+    return inventory_dir.parent / f"{inventory_dir.name}.pki"
+
+
+# nginx of the lab, as published on the controller's loopback (inventories/lab/hosts.yml): HTTPS,
+# and HTTP, which only redirects to it.
+LB_URL = "https://127.0.0.1:18443"
+LB_HTTP_URL = "http://127.0.0.1:18080"
+
+
+def lab_tls() -> ssl.SSLContext:
+    """A TLS context trusting the lab's CA only: nginx's certificate names 127.0.0.1 too."""
+    return ssl.create_default_context(cafile=str(pki_path(LAB_INVENTORY) / "ca.crt"))
+
+
+def lb(**kwargs) -> httpx.Client:
+    """An HTTP client for the lab's nginx over HTTPS, checking its certificate."""
+    kwargs.setdefault("timeout", 30)
+    return httpx.Client(base_url=LB_URL, verify=lab_tls(), **kwargs)
+
+
+def lb_request(method: str, path: str, **kwargs) -> httpx.Response:
+    """One request to the lab's nginx over HTTPS (path: /api/...)."""
+    with lb() as client:
+        return client.request(method, path, **kwargs)
 
 
 # Building both base images from nothing takes a few minutes; a normal run, well under one.

@@ -11,11 +11,11 @@ import time
 import uuid
 
 import httpx
+import lab as lablib
 import pytest
 
 pytestmark = pytest.mark.lab
 
-LB = "http://127.0.0.1:18080"
 CLI = "set -a; . /etc/audit-service/audit-service.env; set +a; /opt/audit-service/bin/audit-service"
 BROKERS = ["mq1", "mq2", "mq3"]
 
@@ -78,7 +78,7 @@ def test_a_broker_host_killed_during_ingest_loses_no_acknowledged_event(lab, sta
     done = threading.Event()
 
     def send() -> None:
-        with httpx.Client(base_url=LB, headers={"X-API-Key": key}, timeout=30) as client:
+        with lablib.lb(headers={"X-API-Key": key}) as client:
             for b in range(150):
                 events = [{"actor": f"u{b}-{i}", "action": "crash.test"} for i in range(20)]
                 try:

@@ -9,11 +9,11 @@ import uuid
 
 import dashboards
 import httpx
+import lab as lablib
 import pytest
 
 pytestmark = pytest.mark.lab
 
-LB = "http://127.0.0.1:18080"
 PROMETHEUS = "http://127.0.0.1:19090"
 
 
@@ -22,9 +22,11 @@ def test_every_dashboard_metric_is_exported_in_the_lab(lab, stack):
     env = "set -a; . /etc/audit-service/audit-service.env; set +a; /opt/audit-service/bin/audit-service"
     tenant = json.loads(lab.exec("app1", f"{env} create-tenant dash-{uuid.uuid4().hex[:8]}").stdout)
     key = json.loads(lab.exec("app1", f"{env} create-api-key {tenant['tenant_id']}").stdout)["api_key"]
-    r = httpx.post(f"{LB}/api/v1/audit/logs", json={"actor": "a", "action": "b"}, headers={"X-API-Key": key})
+    r = lablib.lb_request(
+        "POST", "/api/v1/audit/logs", json={"actor": "a", "action": "b"}, headers={"X-API-Key": key}
+    )
     assert r.status_code == 202, r.text
-    assert httpx.get(f"{LB}/api/v1/metrics/health", timeout=30).status_code == 200
+    assert lablib.lb_request("GET", "/api/v1/metrics/health", timeout=30).status_code == 200
 
     wanted: dict[str, set[str]] = {}  # metric name -> the dashboards that query it
     for file, dash in dashboards.load().items():

@@ -13,14 +13,12 @@ import shutil
 import time
 import uuid
 
-import httpx
 import lab as lablib
 import pytest
 import yaml
 
 pytestmark = pytest.mark.lab
 
-LB = "http://127.0.0.1:18080"
 CLI = "set -a; . /etc/audit-service/audit-service.env; set +a; /opt/audit-service/bin/audit-service"
 MOVED = {"postgresql_port": 5433, "redis_port": 6380, "nats_port": 4223, "nats_stream_max_age": 86400}
 SECRETS = lablib.secrets_path(lablib.LAB_INVENTORY)
@@ -44,13 +42,15 @@ def stream_config(lab, port: int) -> dict:
 def ingest_and_read_back(lab) -> None:
     tenant = json.loads(lab.exec("app1", f"{CLI} create-tenant own-{uuid.uuid4().hex[:8]}").stdout)
     key = json.loads(lab.exec("app2", f"{CLI} create-api-key {tenant['tenant_id']}").stdout)["api_key"]
-    r = httpx.post(
-        f"{LB}/api/v1/audit/logs", json={"actor": "a", "action": "moved"}, headers={"X-API-Key": key}
+    r = lablib.lb_request(
+        "POST", "/api/v1/audit/logs", json={"actor": "a", "action": "moved"}, headers={"X-API-Key": key}
     )
     assert r.status_code == 202, r.text
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        got = httpx.get(f"{LB}/api/v1/audit/logs/{r.json()['id']}", headers={"X-API-Key": key}, timeout=10)
+        got = lablib.lb_request(
+            "GET", f"/api/v1/audit/logs/{r.json()['id']}", headers={"X-API-Key": key}, timeout=10
+        )
         if got.status_code == 200:
             return
         time.sleep(0.5)
@@ -83,7 +83,7 @@ def test_check_diff_shows_changed_config_files_with_secrets_masked(lab, stack):
     assert "+user audit-service on >******** " in run.output, run.describe()
     assert "-CACHE_TTL=7" in run.output and "+CACHE_TTL=30" in run.output, run.describe()
     assert "-NATS_URL=nats://audit-api:hand-set@mq1:4222" in run.output, run.describe()
-    every_broker = ",".join(f"nats://audit-api:********@mq{i}:4222" for i in (1, 2, 3))
+    every_broker = ",".join(f"tls://audit-api:********@mq{i}:4222" for i in (1, 2, 3))
     assert f"+NATS_URL={every_broker}" in run.output, run.describe()
     leaked = [v for v in secret_values() if v in run.output]
     assert leaked == [], "a secret value is in the --diff output"
@@ -96,13 +96,14 @@ def test_check_diff_shows_changed_config_files_with_secrets_masked(lab, stack):
 
 
 def test_moved_ports_move_the_whole_stack(lab, stack, moved_inventory):
-    extra = {"audit_secrets_file": str(SECRETS)}
+    # The moved inventory is a copy: it keeps the lab's secrets and certificates.
+    extra = {"audit_secrets_file": str(SECRETS), "audit_tls_dir": str(lablib.pki_path(lablib.LAB_INVENTORY))}
     run = lab.playbook("playbooks/site.yml", inventory=moved_inventory, extra_vars=extra)
     assert run.ok, run.describe()
     assert {5433} <= listening_ports(lab, "db1") and 5432 not in listening_ports(lab, "db1")
     assert {6380, 4223} <= listening_ports(lab, "mq1")
     assert not {6379, 4222} & listening_ports(lab, "mq1")
-    health = httpx.get(f"{LB}/api/v1/metrics/health", timeout=30).json()
+    health = lablib.lb_request("GET", "/api/v1/metrics/health", timeout=30).json()
     assert health["status"] == "healthy", health
     ingest_and_read_back(lab)
 
@@ -128,6 +129,6 @@ def test_the_default_inventory_puts_the_ports_back(lab, stack):
     assert run.ok, run.describe()
     assert 5432 in listening_ports(lab, "db1") and {6379, 4222} <= listening_ports(lab, "mq1")
     assert stream_config(lab, 4222)["max_age"] == 7 * 86400 * 10**9
-    health = httpx.get(f"{LB}/api/v1/metrics/health", timeout=30).json()
+    health = lablib.lb_request("GET", "/api/v1/metrics/health", timeout=30).json()
     assert health["status"] == "healthy", health
     ingest_and_read_back(lab)

@@ -1,14 +1,20 @@
-"""The stack end to end, from the controller through lb1 (nginx on 127.0.0.1:18080, Prometheus on
-127.0.0.1:19090): once, not per host."""
+"""The stack end to end, from the controller through lb1 (nginx's HTTPS on 127.0.0.1:18443,
+Prometheus on 127.0.0.1:19090): once, not per host."""
 
+import ssl
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 
 testinfra_hosts = ["ansible://lb1"]
 
-LB_URL = "http://127.0.0.1:18080"
+LB_URL = "https://127.0.0.1:18443"
+# nginx's certificate is checked against the lab's CA (made by the common role).
+LAB_TLS = ssl.create_default_context(
+    cafile=str(Path(__file__).parents[3] / "inventories" / "lab.pki" / "ca.crt")
+)
 PROMETHEUS_URL = "http://127.0.0.1:19090"
 
 
@@ -23,6 +29,7 @@ def test_events_through_nginx_are_stored_isolated_and_verifiable(lab_host, audit
         json={"events": [{"actor": f"u{i}", "action": "login"} for i in range(40)]},
         headers=ha,
         timeout=30,
+        verify=LAB_TLS,
     )
     assert r.status_code == 202, r.text
     ids = r.json()["ids"]
@@ -36,12 +43,20 @@ def test_events_through_nginx_are_stored_isolated_and_verifiable(lab_host, audit
     assert lab_host("db1").check_output(psql) == "40"
 
     # Readable by a, invisible to b, and a's chain verifies.
-    assert httpx.get(f"{LB_URL}/api/v1/audit/logs/{ids[0]}", headers=ha, timeout=30).status_code == 200
-    assert httpx.get(f"{LB_URL}/api/v1/audit/logs/{ids[0]}", headers=hb, timeout=30).status_code == 404
-    assert httpx.get(f"{LB_URL}/api/v1/audit/logs", headers=hb, timeout=30).json()["items"] == []
-    verify = httpx.get(f"{LB_URL}/api/v1/audit/verify", headers=ha, timeout=30).json()
+    assert (
+        httpx.get(f"{LB_URL}/api/v1/audit/logs/{ids[0]}", headers=ha, timeout=30, verify=LAB_TLS).status_code
+        == 200
+    )
+    assert (
+        httpx.get(f"{LB_URL}/api/v1/audit/logs/{ids[0]}", headers=hb, timeout=30, verify=LAB_TLS).status_code
+        == 404
+    )
+    assert (
+        httpx.get(f"{LB_URL}/api/v1/audit/logs", headers=hb, timeout=30, verify=LAB_TLS).json()["items"] == []
+    )
+    verify = httpx.get(f"{LB_URL}/api/v1/audit/verify", headers=ha, timeout=30, verify=LAB_TLS).json()
     assert verify == {"valid": True, "checked": 40, "first_invalid": None, "reason": None}
-    health = httpx.get(f"{LB_URL}/api/v1/metrics/health", timeout=30).json()
+    health = httpx.get(f"{LB_URL}/api/v1/metrics/health", timeout=30, verify=LAB_TLS).json()
     assert health["status"] == "healthy", health
 
 
@@ -63,10 +78,10 @@ def test_prometheus_has_every_target_up():
 def test_nginx_keeps_the_internals_from_the_public():
     # Docs, schema, metrics and stats: refused through nginx (Prometheus scrapes the API hosts).
     for path in ("/docs", "/openapi.json", "/api/v1/metrics", "/api/v1/metrics/stats"):
-        r = httpx.get(f"{LB_URL}{path}", timeout=30)
+        r = httpx.get(f"{LB_URL}{path}", timeout=30, verify=LAB_TLS)
         assert r.status_code == 403, (path, r.status_code)
     # Health is public, but without the components' error texts.
-    health = httpx.get(f"{LB_URL}/api/v1/metrics/health", timeout=30).json()
+    health = httpx.get(f"{LB_URL}/api/v1/metrics/health", timeout=30, verify=LAB_TLS).json()
     assert health["components"] and all("error" not in c for c in health["components"].values())
 
 
