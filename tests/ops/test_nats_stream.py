@@ -75,7 +75,6 @@ def run_module(nats: Nats, *flags: str, password: str | None = None, **args) -> 
 
 def stream_config(nats: Nats) -> dict | None:
     """The stream's configuration as the server has it (the module's own client, independently)."""
-    sys.path.insert(0, str(ROOT / "collections"))
     from ansible_collections.auditlog.ops.plugins.module_utils.nats_api import NatsClient
 
     with NatsClient(port=nats.port, user="audit", password=nats.password, timeout=5) as client:
