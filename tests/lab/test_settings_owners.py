@@ -14,9 +14,9 @@ import time
 import uuid
 
 import httpx
-import lab as lablib
 import pytest
 import yaml
+from audit_devtools import lab as lablib
 
 pytestmark = pytest.mark.lab
 

@@ -1,6 +1,6 @@
 """auditlog.ops.nats_stream against a real nats-server (JetStream, user auth) on loopback.
 
-The server is Debian's nats-server binary, started by tests/stack.py's `Nats` on free ports; the
+The server is Debian's nats-server binary, started by audit_devtools.stack's `Nats` on free ports; the
 module runs through `ansible localhost -m auditlog.ops.nats_stream`, as a playbook would run it.
 No lab, no containers.
 """
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from stack import Nats
+from audit_devtools.stack import Nats
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = 1_000_000_000
