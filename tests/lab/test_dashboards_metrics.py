@@ -7,9 +7,9 @@ import json
 import time
 import uuid
 
-import dashboards
 import httpx
 import pytest
+from support import dashboards
 
 pytestmark = pytest.mark.lab
 
