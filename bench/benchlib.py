@@ -7,23 +7,17 @@ import http.client
 import os
 import platform
 import random
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+from audit_devtools.stack import Service, Stack
 from audit_service.store import EVENT_COLUMNS
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from stack import Service, Stack  # noqa: E402
 
 # The columns of audit_logs in the worker's order, so COPY rows have the worker's shape.
 COPY_COLUMNS = [c.strip() for c in EVENT_COLUMNS.split(",")]

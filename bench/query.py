@@ -21,10 +21,10 @@ from datetime import timedelta
 import asyncpg
 import httpx
 import orjson
+from audit_devtools.stack import ServiceProcess, free_port
 from audit_service import db
 from audit_service.store import SELECT_EVENT
 from benchlib import COPY_COLUMNS, Figure, Http, copy_row, header, now, percentile, running
-from stack import ServiceProcess, free_port
 
 TARGET_P99_MS = 20.0
 PATH = "/api/v1/audit/logs?limit=100"

@@ -14,13 +14,10 @@ import json
 import random
 import sys
 import time
-from pathlib import Path
 
 import httpx
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-import lab as lablib  # noqa: E402  (tests/lab.py: the lab runner shared with the tests)
+from audit_devtools import ROOT
+from audit_devtools import lab as lablib  # the lab runner the lab tests use too
 
 API = lablib.LB_URL  # lb1's nginx (HTTPS, the lab's CA), published on loopback only
 PROMETHEUS = "http://127.0.0.1:19090"

@@ -32,10 +32,12 @@ if [ ! -x .cache/tools/promtool ]; then
 fi
 
 stamp=.venv/.installed
-if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt "$stamp" ] || [ requirements-lock.txt -nt "$stamp" ]; then
+if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt "$stamp" ] || [ requirements-lock.txt -nt "$stamp" ] \
+    || [ scripts/devtools/pyproject.toml -nt "$stamp" ]; then
     echo "deps: building .venv"
     python3 -m venv .venv
     .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -c requirements-lock.txt -e '.[test,ops]'
+    # scripts/devtools: the lab runner and local stack the tests, benchmarks and demo import.
+    .venv/bin/pip install -q -c requirements-lock.txt -e '.[test,ops]' -e scripts/devtools
     touch "$stamp"
 fi

@@ -6,8 +6,8 @@ after the session (the next session then finds it up and converges it in seconds
 
 import os
 
-import lab as lablib
 import pytest
+from audit_devtools import lab as lablib
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ import time
 import uuid
 
 import httpx
-import lab as lablib
 import pytest
+from audit_devtools import lab as lablib
 
 pytestmark = pytest.mark.lab
 

@@ -7,10 +7,10 @@ import json
 import time
 import uuid
 
-import dashboards
 import httpx
-import lab as lablib
 import pytest
+from audit_devtools import lab as lablib
+from support import dashboards
 
 pytestmark = pytest.mark.lab
 

@@ -1,8 +1,8 @@
 """The lab itself: systemd hosts of Debian 12 and 13 that find each other, made idempotently."""
 
-import lab as lablib
 import pytest
 import yaml
+from audit_devtools import lab as lablib
 
 pytestmark = pytest.mark.lab
 

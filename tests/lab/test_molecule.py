@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 
-import lab as lablib
 import pytest
+from audit_devtools import lab as lablib
 
 pytestmark = pytest.mark.lab
 

@@ -12,8 +12,8 @@ import json
 import secrets
 import textwrap
 
-import lab as lablib
 import pytest
+from audit_devtools import lab as lablib
 
 pytestmark = pytest.mark.lab
 

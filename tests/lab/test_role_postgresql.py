@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import stat
 
-import lab as lablib
 import pytest
 import yaml
+from audit_devtools import lab as lablib
 
 pytestmark = pytest.mark.lab
 

@@ -13,9 +13,9 @@ import shutil
 import time
 import uuid
 
-import lab as lablib
 import pytest
 import yaml
+from audit_devtools import lab as lablib
 
 pytestmark = pytest.mark.lab
 

@@ -7,9 +7,9 @@ the deployment's CA; nginx sends HTTP to HTTPS and sets HSTS.
 import json
 
 import httpx
-import lab as lablib
 import pytest
 import yaml
+from audit_devtools import lab as lablib
 from cryptography import x509
 
 pytestmark = pytest.mark.lab

@@ -1,6 +1,6 @@
 """auditlog.ops.nats_stream against a real nats-server (JetStream, user auth) on loopback.
 
-The server is Debian's nats-server binary, started by tests/stack.py's `Nats` on free ports; the
+The server is Debian's nats-server binary, started by audit_devtools.stack's `Nats` on free ports; the
 module runs through `ansible localhost -m auditlog.ops.nats_stream`, as a playbook would run it.
 No lab, no containers.
 """
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from stack import Nats
+from audit_devtools.stack import Nats
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = 1_000_000_000
@@ -75,7 +75,6 @@ def run_module(nats: Nats, *flags: str, password: str | None = None, **args) -> 
 
 def stream_config(nats: Nats) -> dict | None:
     """The stream's configuration as the server has it (the module's own client, independently)."""
-    sys.path.insert(0, str(ROOT / "collections"))
     from ansible_collections.auditlog.ops.plugins.module_utils.nats_api import NatsClient
 
     with NatsClient(port=nats.port, user="audit", password=nats.password, timeout=5) as client:

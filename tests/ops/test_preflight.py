@@ -10,9 +10,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-import lab as lablib
 import pytest
 import yaml
+from audit_devtools import lab as lablib
 
 EXAMPLE = lablib.ROOT / "inventories" / "production.example"
 

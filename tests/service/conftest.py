@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from stack import Service, Stack
+from audit_devtools.stack import Service, Stack
 
 pytestmark = pytest.mark.service
 

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from audit_devtools.stack import Service
 from conftest import Client, consumer_drained, sql, wait_for, wait_stored
-from stack import Service
 
 
 def ev(i: int = 0, **over):
@@ -250,7 +250,7 @@ def test_prometheus_metrics(service, tenant):
 
 
 def test_worker_exports_its_own_metrics(stack):
-    from stack import free_port
+    from audit_devtools.stack import free_port
 
     port = free_port()
     svc = Service(stack, "audit_workermetrics", WORKER_METRICS_PORT=str(port)).start()

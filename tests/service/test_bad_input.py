@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from audit_devtools.stack import Service
 from conftest import Client, consumer_drained, sql, stored_count, wait_for, wait_stored
-from stack import Service
 
 ONE = "/api/v1/audit/logs"
 BATCH = "/api/v1/audit/logs/batch"

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from audit_devtools.stack import Service, Stack, run_cli
 from conftest import Client, consumer_drained, js_call, sql, stored_count, wait_for
 from nats.js.errors import NotFoundError
-from stack import Service, Stack, run_cli
 
 
 def health(svc: Service) -> dict:

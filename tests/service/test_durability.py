@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from audit_devtools.stack import Service, Stack
 from conftest import Client, consumer_drained, sql, wait_for
-from stack import Service, Stack
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +240,7 @@ def test_ingest_needs_no_database_for_known_keys(own_stack):
     import hashlib
 
     import redis
-    from stack import run_cli
+    from audit_devtools.stack import run_cli
 
     svc = Service(
         own_stack,
@@ -321,8 +321,8 @@ def test_retention_runs_beside_a_worker_appending(own_stack):
     from datetime import UTC, datetime, timedelta
 
     import asyncpg
+    from audit_devtools.stack import run_cli
     from audit_service import db
-    from stack import run_cli
 
     svc = Service(own_stack, "audit_retention_live", RATE_LIMIT_PER_MINUTE="0").start()
     try:

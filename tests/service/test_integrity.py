@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 import pytest
+from audit_devtools.stack import VENV_BIN, Service, run_cli
 from audit_service import db
 from conftest import Client, sql, stored_count, wait_stored
-from stack import VENV_BIN, Service, run_cli
 
 
 def ev(i: int, **over):

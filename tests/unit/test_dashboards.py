@@ -1,7 +1,7 @@
 """The Grafana dashboards parse, are complete, and the PromQL name extraction is right."""
 
-import dashboards
 import pytest
+from support import dashboards
 
 
 @pytest.mark.parametrize(

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "collections"))
-
-from ansible_collections.auditlog.ops.plugins.action.masked_template import (  # noqa: E402
+from ansible_collections.auditlog.ops.plugins.action.masked_template import (
     MASK,
     mask_diff,
     mask_text,

@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "collections"))
-
-from ansible_collections.auditlog.ops.plugins.module_utils import nats_api  # noqa: E402
-from ansible_collections.auditlog.ops.plugins.modules import nats_stream  # noqa: E402
+from ansible_collections.auditlog.ops.plugins.module_utils import nats_api
+from ansible_collections.auditlog.ops.plugins.modules import nats_stream
 
 NS = 1_000_000_000
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import httpx
 
+from audit_devtools import ROOT
+
 LOOPBACK = "127.0.0.1"
 VENV_BIN = Path(sys.executable).parent
 
@@ -179,7 +181,7 @@ def redis_acl_rules() -> dict[str, str]:
     """The ACL rules the redis role gives its users (roles/redis/vars/main.yml): one definition."""
     import yaml
 
-    path = Path(__file__).resolve().parents[1] / "roles" / "redis" / "vars" / "main.yml"
+    path = ROOT / "roles" / "redis" / "vars" / "main.yml"
     return yaml.safe_load(path.read_text())["redis_acl_rules"]
 
 
@@ -318,9 +320,7 @@ class Nats:
     def ensure_stream(self, name: str, subjects: list[str], **options) -> dict:
         """Create or update a stream with the deployment's own code (the module
         auditlog.ops.nats_stream, which owns the stream; the service never creates it)."""
-        collections = str(Path(__file__).resolve().parents[1] / "collections")
-        if collections not in sys.path:
-            sys.path.insert(0, collections)
+        _load_collections()
         from ansible_collections.auditlog.ops.plugins.module_utils.nats_api import NatsClient
         from ansible_collections.auditlog.ops.plugins.modules.nats_stream import ensure
 
@@ -340,6 +340,17 @@ class Nats:
         } | options
         with NatsClient(LOOPBACK, self.port, "audit", self.password) as client:
             return ensure(client, params, check_mode=False)
+
+
+def _load_collections() -> None:
+    """Make the project's collection importable the way Ansible loads it: through Ansible's own
+    collection loader, with collections/ searched first. The benchmarks run outside pytest, whose
+    `pythonpath` gives the tests the collection already."""
+    from ansible.plugins.loader import init_plugin_loader
+    from ansible.utils.collection_loader import AnsibleCollectionConfig
+
+    if AnsibleCollectionConfig.collection_finder is None:  # a second init only warns
+        init_plugin_loader([str(ROOT / "collections")])
 
 
 def _terminate(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 15) -> None:

@@ -1,4 +1,4 @@
-"""The local lab for tests: systemd containers, one per host of inventories/lab.
+"""The local lab for the tests and the demo: systemd containers, one per host of inventories/lab.
 
 A test session creates the lab once (`create`, through playbooks/lab.yml), runs playbooks and
 commands against it (`run_playbook`, `Lab.exec`) and destroys it at the end (`destroy`), unless
@@ -28,7 +28,8 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+from audit_devtools import ROOT
+
 LAB_INVENTORY = ROOT / "inventories" / "lab"
 LOG_DIR = ROOT / ".cache" / "lab-logs"
 # The secrets the common role generates into the secrets file (the tests' own statement of it).

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-DASHBOARD_DIR = Path(__file__).resolve().parents[1] / "roles" / "grafana" / "files" / "dashboards"
+DASHBOARD_DIR = Path(__file__).resolve().parents[2] / "roles" / "grafana" / "files" / "dashboards"
 
 # Words of PromQL that look like metric names but are not.
 _KEYWORDS = {
