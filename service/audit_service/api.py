@@ -38,6 +38,7 @@ from .models import (
     VerifyOut,
     dumps,
 )
+from .resilience import DB_UNAVAILABLE, describe, until_nats_ready
 
 log = logging.getLogger("audit_service.api")
 
@@ -48,17 +49,6 @@ MISS_CACHE_SECONDS = 5.0
 PROBE_TIMEOUT = 2.0
 # Seconds a client is asked to wait when the stream is full: the worker frees room in batches.
 QUEUE_FULL_RETRY_AFTER = 5
-
-# Failures of a dependency: the request may be retried, so they answer 503, never 500.
-DB_UNAVAILABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-    asyncpg.exceptions.TooManyConnectionsError,
-)
 
 
 class KeySnapshot:
@@ -122,7 +112,7 @@ class State:
                     if mirrored is not None:
                         self.keys.replace(*mirrored)
                         log.warning("keys from the redis mirror: database unavailable")
-                log.debug("key refresh failed", extra={"error": str(exc) or type(exc).__name__})
+                log.debug("key refresh failed", extra={"error": describe(exc)})
             await asyncio.sleep(self.settings.api_key_refresh_seconds)
 
     async def _connect_nats(self) -> None:
@@ -132,18 +122,11 @@ class State:
         creates or changes it. A missing stream shows in health (nats unhealthy) and refuses
         ingest with 503, so an operator sees it at once.
         """
-        delay = 0.5
-        while self.nc is None:
-            try:
-                self.nc, self.js = await broker.connect(self.settings, "audit-api")
-            except Exception as exc:  # noqa: BLE001 - any failure is retried
-                log.warning("nats not ready", extra={"error": str(exc) or type(exc).__name__})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        self.nc, self.js = await until_nats_ready(lambda: broker.connect(self.settings, "audit-api"), log)
         try:
             problems = await broker.check_stream(self.js, self.settings)
         except Exception as exc:  # noqa: BLE001 - health reports it from now on
-            problems = [str(exc) or type(exc).__name__]
+            problems = [describe(exc)]
         metrics.stream_problems.set(len(problems))
         for problem in problems:
             log.error("stream misconfigured", extra={"error": problem})
@@ -283,7 +266,7 @@ async def _accept(request: Request, tenant_id: uuid.UUID, events: list[EventIn])
                 503, "event queue full; retry later", headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER)}
             ) from None
         metrics.events_rejected.labels("queue_unavailable").inc(len(events))
-        log.warning("publish failed", extra={"error": str(exc) or type(exc).__name__})
+        log.warning("publish failed", extra={"error": describe(exc)})
         raise HTTPException(
             503, "event queue did not acknowledge; retry", headers={"Retry-After": "1"}
         ) from None
@@ -352,7 +335,7 @@ def create_app(settings: config.Settings | None = None) -> FastAPI:
         if not isinstance(exc, DB_UNAVAILABLE):
             log.error("database error", extra={"error": str(exc), "error_type": type(exc).__name__})
             return _json({"detail": "internal database error"}, 500)
-        log.warning("database unavailable", extra={"error": str(exc) or type(exc).__name__})
+        log.warning("database unavailable", extra={"error": describe(exc)})
         return JSONResponse({"detail": "database unavailable; retry"}, 503, headers={"Retry-After": "1"})
 
     @app.post("/api/v1/audit/logs", status_code=202, response_model=Accepted, tags=["audit"])
@@ -474,7 +457,7 @@ def create_app(settings: config.Settings | None = None) -> FastAPI:
                 raise RuntimeError("not connected")
             out["queue"] = await asyncio.wait_for(broker.queue_stats(st.js, settings), PROBE_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - reported, not raised
-            out["queue"] = {"stream": settings.stream_name, "error": str(exc) or type(exc).__name__}
+            out["queue"] = {"stream": settings.stream_name, "error": describe(exc)}
         return _json(out)
 
     @app.get("/api/v1/metrics", tags=["health"], response_class=Response)
@@ -528,7 +511,7 @@ async def _timed(coro: Any) -> dict[str, Any]:
         return {
             "status": "unhealthy",
             "latency_ms": round((time.perf_counter() - start) * 1000, 2),
-            "error": str(exc) or type(exc).__name__,
+            "error": describe(exc),
         }
 
 
