@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
@@ -75,18 +75,26 @@ async def create_api_key(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> str:
     return key
 
 
-async def tenant_for_key_hash(pool: asyncpg.Pool, key_hash: str) -> uuid.UUID | None:
-    """The tenant of a live (not revoked) API key, by the key's hash_key digest."""
-    return await pool.fetchval(
-        "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", key_hash
+class LiveKey(NamedTuple):
+    """A live (not revoked) API key: its tenant, and its id (the principal of what it submits)."""
+
+    tenant_id: uuid.UUID
+    key_id: uuid.UUID
+
+
+async def live_key(pool: asyncpg.Pool, key_hash: str) -> LiveKey | None:
+    """A live API key, by the key's hash_key digest."""
+    row = await pool.fetchrow(
+        "SELECT tenant_id, id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", key_hash
     )
+    return LiveKey(row["tenant_id"], row["id"]) if row else None
 
 
-async def live_keys(conn: asyncpg.Connection) -> tuple[dict[str, uuid.UUID], set[uuid.UUID]]:
-    """Every live (not revoked) key's hash with its tenant, and every tenant."""
+async def live_keys(conn: asyncpg.Connection) -> tuple[dict[str, LiveKey], set[uuid.UUID]]:
+    """Every live key by its hash, and every tenant."""
     keys = {
-        r["key_hash"]: r["tenant_id"]
-        for r in await conn.fetch("SELECT key_hash, tenant_id FROM api_keys WHERE revoked_at IS NULL")
+        r["key_hash"]: LiveKey(r["tenant_id"], r["id"])
+        for r in await conn.fetch("SELECT key_hash, tenant_id, id FROM api_keys WHERE revoked_at IS NULL")
     }
     tenants = {r["id"] for r in await conn.fetch("SELECT id FROM tenants")}
     return keys, tenants

@@ -28,22 +28,22 @@ MISS_CACHE_SECONDS = 5.0
 
 
 class KeySnapshot:
-    """Every live API key's hash with its tenant, and the tenants: what ingest checks a caller
-    against without asking PostgreSQL."""
+    """Every live API key by its hash (its tenant and id), and the tenants: what ingest checks a
+    caller against without asking PostgreSQL."""
 
     def __init__(self) -> None:
-        self._keys: dict[str, uuid.UUID] = {}
+        self._keys: dict[str, store.LiveKey] = {}
         self._tenants: set[uuid.UUID] = set()
         self.loaded = False
 
-    def replace(self, keys: dict[str, uuid.UUID], tenants: set[uuid.UUID]) -> None:
+    def replace(self, keys: dict[str, store.LiveKey], tenants: set[uuid.UUID]) -> None:
         self._keys, self._tenants, self.loaded = keys, tenants, True
 
-    def add(self, digest: str, tenant: uuid.UUID) -> None:
-        self._keys[digest] = tenant
-        self._tenants.add(tenant)
+    def add(self, digest: str, key: store.LiveKey) -> None:
+        self._keys[digest] = key
+        self._tenants.add(key.tenant_id)
 
-    def tenant(self, digest: str) -> uuid.UUID | None:
+    def get(self, digest: str) -> store.LiveKey | None:
         return self._keys.get(digest)
 
     def has_tenant(self, tenant_id: uuid.UUID) -> bool:
@@ -118,26 +118,26 @@ class State:
             await self.pool.close()
         await self.cache.close()
 
-    async def tenant_for_key(self, key: str) -> uuid.UUID | None:
-        """The tenant of a live API key. Known keys are answered from the key snapshot, so
+    async def live_key(self, key: str) -> store.LiveKey | None:
+        """A live API key (its tenant and id). Known keys are answered from the key snapshot, so
         ingest needs no database; only an unknown key is looked up (a key made since the last
         refresh), and a bad key's miss is remembered briefly so that a flood of them does not
         reach the database."""
         digest = store.hash_key(key)
-        tenant = self.keys.tenant(digest)
-        if tenant is not None:
-            return tenant
+        found = self.keys.get(digest)
+        if found is not None:
+            return found
         now = time.monotonic()
         if self._misses.get(digest, 0.0) > now:
             return None
-        tenant = await store.tenant_for_key_hash(self.pool, digest)
-        if tenant is None:
+        found = await store.live_key(self.pool, digest)
+        if found is None:
             if len(self._misses) >= KEY_CACHE_MAX:
                 self._misses.clear()
             self._misses[digest] = now + MISS_CACHE_SECONDS
         else:
-            self.keys.add(digest, tenant)
-        return tenant
+            self.keys.add(digest, found)
+        return found
 
     async def tenant_exists(self, tenant_id: uuid.UUID) -> bool:
         return self.keys.has_tenant(tenant_id) or await store.tenant_exists(self.pool, tenant_id)
@@ -169,13 +169,13 @@ async def caller_tenant(
         if not await st.tenant_exists(tenant_id):
             raise HTTPException(404, "tenant not found")
         return tenant_id
-    tenant = await st.tenant_for_key(api_key)
-    if tenant is None:
+    key = await st.live_key(api_key)
+    if key is None:
         await _count_auth_failure(request)
         raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "ApiKey"})
-    if tenant_id is not None and tenant_id != tenant:
+    if tenant_id is not None and tenant_id != key.tenant_id:
         raise HTTPException(403, "this key belongs to another tenant")
-    return tenant
+    return key.tenant_id
 
 
 async def _count_auth_failure(request: Request) -> None:
