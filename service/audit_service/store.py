@@ -19,7 +19,8 @@ from . import chain
 
 EVENT_COLUMNS = (
     "tenant_id, seq, event_id, created_at, occurred_at, actor, action, target, outcome, "
-    "source_ip, user_agent, metadata, correlation_id, stream_seq, prev_hash, hash"
+    "source_ip, user_agent, metadata, correlation_id, principal, stream_seq, prev_hash, hash, "
+    "chain_version"
 )
 
 COPY_COLUMNS = [c.strip() for c in EVENT_COLUMNS.split(",")]
@@ -114,7 +115,7 @@ class Pending:
     tenant_id: uuid.UUID
     event: dict[str, Any]  # validated fields, occurred_at/created_at as datetimes
     stream_seq: int
-    body: bytes = b""  # chain.canonical of the event, once prepared
+    body: bytes = b""  # chain.canonical of the event (chain.CHAIN_VERSION), once prepared
     metadata_json: str | None = None
 
     def prepare(self) -> Pending:
@@ -197,9 +198,11 @@ async def append(conn: asyncpg.Connection, pending: Iterable[Pending]) -> Append
                     e["user_agent"],
                     p.metadata_json,
                     e["correlation_id"],
+                    e["principal"],
                     p.stream_seq,
                     prev,
                     digest,
+                    chain.CHAIN_VERSION,
                 )
             )
             prev = digest
@@ -351,7 +354,7 @@ async def get_event(pool: asyncpg.Pool, tenant_id: uuid.UUID, event_id: uuid.UUI
 
 VERIFY_COLUMNS = (
     "tenant_id, event_id, seq, created_at, occurred_at, actor, action, target, outcome, "
-    "source_ip, user_agent, metadata, correlation_id, prev_hash, hash"
+    "source_ip, user_agent, metadata, correlation_id, principal, prev_hash, hash, chain_version"
 )
 
 

@@ -1,5 +1,5 @@
-"""What the routes share: the process's State (pool, cache, NATS, key snapshot), the caller's
-tenant from its API key, and small helpers."""
+"""What the routes share: the process's State (pool, cache, NATS, key snapshot), the caller
+(its tenant and principal) from its API key, and small helpers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import hmac
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import asyncpg
@@ -155,11 +156,23 @@ def get_state(request: Request) -> State:
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Tenant or admin API key")
 
 
-async def caller_tenant(
+# The principal of what the admin key submits (a tenant key's is its id, a UUID).
+ADMIN_PRINCIPAL = "admin"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Whom a request acts for (tenant_id) and who sends it (principal, stored with its events)."""
+
+    tenant_id: uuid.UUID
+    principal: str
+
+
+async def authenticate(
     request: Request,
     api_key: Annotated[str | None, Depends(api_key_header)],
     tenant_id: Annotated[uuid.UUID | None, Query(description="Tenant to act for (admin key only)")] = None,
-) -> uuid.UUID:
+) -> Caller:
     st = get_state(request)
     if not api_key:
         raise HTTPException(401, "missing X-API-Key header", headers={"WWW-Authenticate": "ApiKey"})
@@ -168,14 +181,21 @@ async def caller_tenant(
             raise invalid_query("tenant_id", "the admin key must name tenant_id", "missing")
         if not await st.tenant_exists(tenant_id):
             raise HTTPException(404, "tenant not found")
-        return tenant_id
+        return Caller(tenant_id, ADMIN_PRINCIPAL)
     key = await st.live_key(api_key)
     if key is None:
         await _count_auth_failure(request)
         raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "ApiKey"})
     if tenant_id is not None and tenant_id != key.tenant_id:
         raise HTTPException(403, "this key belongs to another tenant")
-    return key.tenant_id
+    return Caller(key.tenant_id, str(key.key_id))
+
+
+Authenticated = Annotated[Caller, Depends(authenticate)]
+
+
+async def caller_tenant(caller: Authenticated) -> uuid.UUID:
+    return caller.tenant_id
 
 
 async def _count_auth_failure(request: Request) -> None:

@@ -26,7 +26,7 @@ from ...models import (
     dumps,
 )
 from ...resilience import describe
-from ..deps import Tenant, get_state, invalid_query, json_response
+from ..deps import Authenticated, Caller, Tenant, get_state, invalid_query, json_response
 
 log = logging.getLogger("audit_service.api")
 
@@ -37,16 +37,16 @@ router = APIRouter()
 
 
 @router.post("/api/v1/audit/logs", status_code=202, response_model=Accepted, tags=["audit"])
-async def ingest_one(request: Request, tenant: Tenant) -> Response:
+async def ingest_one(request: Request, caller: Authenticated) -> Response:
     event = await parse_body(request, EventIn)
-    ids = await _accept(request, tenant, [event])
+    ids = await _accept(request, caller, [event])
     return json_response({"id": ids[0], "status": "accepted"}, 202)
 
 
 @router.post("/api/v1/audit/logs/batch", status_code=202, response_model=BatchAccepted, tags=["audit"])
-async def ingest_batch(request: Request, tenant: Tenant) -> Response:
+async def ingest_batch(request: Request, caller: Authenticated) -> Response:
     batch = await parse_body(request, BatchIn)
-    ids = await _accept(request, tenant, batch.events)
+    ids = await _accept(request, caller, batch.events)
     return json_response({"accepted": len(ids), "ids": ids}, 202)
 
 
@@ -143,8 +143,9 @@ async def parse_body(request: Request, model: type[BaseModel]) -> Any:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
 
 
-async def _accept(request: Request, tenant_id: uuid.UUID, events: list[EventIn]) -> list[str]:
+async def _accept(request: Request, caller: Caller, events: list[EventIn]) -> list[str]:
     st = get_state(request)
+    tenant_id = caller.tenant_id
     retry_after = await st.cache.take(tenant_id, len(events))
     if retry_after is not None:
         metrics.events_rejected.labels("rate_limited").inc(len(events))
@@ -163,7 +164,7 @@ async def _accept(request: Request, tenant_id: uuid.UUID, events: list[EventIn])
         doc["occurred_at"] = doc["occurred_at"] or received_at
         docs.append(doc)
     ids = [d["event_id"] for d in docs]
-    payload = broker.encode(tenant_id, received_at, jsonlog.correlation_id.get(), docs)
+    payload = broker.encode(tenant_id, received_at, jsonlog.correlation_id.get(), caller.principal, docs)
     try:
         await broker.publish(st.js, st.nc, st.settings, tenant_id, payload, ids)
     except broker.PayloadTooLarge as exc:
