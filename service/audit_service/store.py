@@ -64,16 +64,17 @@ async def find_tenant(conn: asyncpg.Connection, name_or_id: str) -> asyncpg.Reco
     return await conn.fetchrow("SELECT id, name FROM tenants WHERE name = $1", name_or_id)
 
 
-async def create_api_key(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> str:
-    key = "alk_" + secrets.token_urlsafe(32)
+async def create_api_key(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> tuple[uuid.UUID, str]:
+    """A new key for the tenant: (its id, the key itself, which is not stored)."""
+    key_id, key = uuid.uuid4(), "alk_" + secrets.token_urlsafe(32)
     await conn.execute(
         "INSERT INTO api_keys (id, tenant_id, key_hash, key_prefix) VALUES ($1, $2, $3, $4)",
-        uuid.uuid4(),
+        key_id,
         tenant_id,
         hash_key(key),
         key[:10],
     )
-    return key
+    return key_id, key
 
 
 class LiveKey(NamedTuple):
@@ -270,7 +271,8 @@ async def count_dead_letters(pool: asyncpg.Pool) -> int:
 
 SELECT_EVENT = (
     "SELECT event_id, tenant_id, seq, actor, action, target, outcome, occurred_at, "
-    "created_at AS received_at, source_ip, user_agent, metadata, correlation_id, hash FROM audit_logs"
+    "created_at AS received_at, source_ip, user_agent, metadata, correlation_id, principal, hash "
+    "FROM audit_logs"
 )
 
 

@@ -3,6 +3,7 @@ logs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -12,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from conftest import Client, consumer_drained, sql, wait_for, wait_stored
-from stack import Service
+from stack import Service, run_cli
 
 
 def ev(i: int = 0, **over):
@@ -104,6 +105,28 @@ def test_admin_key_names_a_tenant(service, tenant):
     r = admin.http.post("/api/v1/audit/logs", params={"tenant_id": tenant.tenant_id}, json=ev(2))
     assert r.status_code == 202
     wait_stored(service, tenant.tenant_id, 2)
+
+
+def key_id(service: Service, client: Client) -> str:
+    digest = hashlib.sha256(client.http.headers["X-API-Key"].encode()).hexdigest()
+    return str(sql(service.database_url, "SELECT id FROM api_keys WHERE key_hash = $1", digest)[0]["id"])
+
+
+def test_each_event_reads_back_with_its_principal(service, tenant):
+    """Who submitted it: the id of the tenant key used, or "admin" for the admin key."""
+    made = json.loads(run_cli(service.env, "create-api-key", tenant.tenant_id).stdout)
+    second = Client(service.url, made["api_key"], tenant.tenant_id)
+    assert made["key_id"] == key_id(service, second)  # create-api-key names it
+    admin = Client(service.url, service.admin_key)
+    as_admin = admin.http.post("/api/v1/audit/logs", params={"tenant_id": tenant.tenant_id}, json=ev(3))
+    sent = {
+        tenant.post(ev(1)).json()["id"]: key_id(service, tenant),
+        second.post(ev(2)).json()["id"]: made["key_id"],
+        as_admin.json()["id"]: "admin",
+    }
+    wait_stored(service, tenant.tenant_id, 3)
+    assert {e: tenant.get(e).json()["principal"] for e in sent} == sent
+    assert {i["event_id"]: i["principal"] for i in tenant.list().json()["items"]} == sent
 
 
 def test_filters_and_time_window(service, tenant):

@@ -254,13 +254,13 @@ def test_a_chain_begun_before_principals_were_stored_goes_on_and_verifies(stack)
     older = [m for m in db.load_migrations() if m.version < 4]
     now = datetime.now(UTC)
 
-    async def older_release() -> tuple[uuid.UUID, str]:
+    async def older_release() -> tuple[uuid.UUID, uuid.UUID, str]:
         conn = await asyncpg.connect(svc.database_url, server_settings={"TimeZone": "UTC"})
         try:
             with mock.patch.object(db, "load_migrations", lambda: older):
                 await db.migrate(conn)
             tenant_id = await store.create_tenant(conn, "mixed")
-            key = await store.create_api_key(conn, tenant_id)
+            key_id, key = await store.create_api_key(conn, tenant_id)
             prev, records = chain.GENESIS_HASH, []
             for seq in range(1, 6):
                 row = {
@@ -287,11 +287,11 @@ def test_a_chain_begun_before_principals_were_stored_goes_on_and_verifies(stack)
             await conn.execute(
                 "UPDATE chain_heads SET seq = 5, hash = $2 WHERE tenant_id = $1", tenant_id, prev
             )
-            return tenant_id, key
+            return tenant_id, key_id, key
         finally:
             await conn.close()
 
-    tenant_id, key = asyncio.run(older_release())
+    tenant_id, key_id, key = asyncio.run(older_release())
     svc.start()  # migrates: 0004 alone
     try:
         c = Client(svc.url, key, str(tenant_id))
@@ -303,7 +303,6 @@ def test_a_chain_begun_before_principals_were_stored_goes_on_and_verifies(stack)
             "SELECT event_id, principal, chain_version FROM audit_logs WHERE tenant_id = $1 ORDER BY seq",
             tenant_id,
         )
-        key_id = sql(svc.database_url, "SELECT id FROM api_keys WHERE tenant_id = $1", tenant_id)[0]["id"]
         old, new = [(1, None)] * 5, [(2, str(key_id))] * 5
         assert [(r["chain_version"], r["principal"]) for r in rows] == old + new
         assert c.verify() == {"valid": True, "checked": 10, "first_invalid": None, "reason": None}
