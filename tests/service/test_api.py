@@ -186,6 +186,35 @@ def test_query_cache_serves_repeats_and_never_stale_pages(service, tenant):
     assert third.headers["x-cache"] == "miss"
 
 
+def test_the_key_mirror_keeps_the_shape_older_releases_read(stack):
+    """The key snapshot's Redis mirror has "keys" (digest: tenant), as API processes of an older
+    release read it, and "key_ids"; a mirror such a process wrote (no key ids) is not used."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import orjson
+    from audit_service.cache import Cache
+    from audit_service.store import LiveKey
+
+    name = "audit:keys:mirror_test"  # the namespace of the database named below: no service's
+    key = LiveKey(uuid.uuid4(), uuid.uuid4())
+
+    async def go():
+        cache = Cache(SimpleNamespace(redis_url=stack.redis.url, database_url="postgresql://h/mirror_test"))
+        try:
+            await cache.mirror_keys({"d1": key}, {key.tenant_id})
+            mirrored, doc = await cache.mirrored_keys(), orjson.loads(await cache.client.get(name))
+            await cache.client.set(name, orjson.dumps({k: doc[k] for k in ("keys", "tenants")}))
+            return mirrored, doc, await cache.mirrored_keys()
+        finally:
+            await cache.close()
+
+    mirrored, doc, from_older = asyncio.run(go())
+    assert mirrored == ({"d1": key}, {key.tenant_id})
+    assert doc["keys"] == {"d1": str(key.tenant_id)} and doc["tenants"] == [str(key.tenant_id)]
+    assert from_older is None
+
+
 @pytest.fixture(scope="module")
 def limited(stack):
     svc = Service(stack, "audit_limited", RATE_LIMIT_PER_MINUTE="20").start()
