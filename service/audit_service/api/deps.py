@@ -140,6 +140,9 @@ class State:
             self.keys.add(digest, found)
         return found
 
+    def is_admin_key(self, key: str | None) -> bool:
+        return bool(key and self.admin_hash and hmac.compare_digest(store.hash_key(key), self.admin_hash))
+
     async def tenant_exists(self, tenant_id: uuid.UUID) -> bool:
         return self.keys.has_tenant(tenant_id) or await store.tenant_exists(self.pool, tenant_id)
 
@@ -176,7 +179,7 @@ async def authenticate(
     st = get_state(request)
     if not api_key:
         raise HTTPException(401, "missing X-API-Key header", headers={"WWW-Authenticate": "ApiKey"})
-    if st.admin_hash and hmac.compare_digest(store.hash_key(api_key), st.admin_hash):
+    if st.is_admin_key(api_key):
         if tenant_id is None:
             raise invalid_query("tenant_id", "the admin key must name tenant_id", "missing")
         if not await st.tenant_exists(tenant_id):
@@ -212,9 +215,7 @@ async def _count_auth_failure(request: Request) -> None:
 
 
 def is_admin(request: Request) -> bool:
-    st = get_state(request)
-    key = request.headers.get("x-api-key")
-    return bool(key and st.admin_hash and hmac.compare_digest(store.hash_key(key), st.admin_hash))
+    return get_state(request).is_admin_key(request.headers.get("x-api-key"))
 
 
 Tenant = Annotated[uuid.UUID, Depends(caller_tenant)]
