@@ -100,9 +100,11 @@ def copy_row(
         e["user_agent"],
         orjson.dumps(e["metadata"]).decode(),
         str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        str(uuid.UUID(int=rng.getrandbits(128), version=4)),  # principal: an API key's id
         seq,
         prev_hash,
         f"{rng.getrandbits(256):064x}",
+        2,  # chain_version
     )
 
 

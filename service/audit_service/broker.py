@@ -36,6 +36,8 @@ from .models import dumps
 log = logging.getLogger(__name__)
 
 CONSUMER = "audit-worker"
+# Fields are only ever added, optional, within a version: "principal" came later (absent, it is
+# stored as null), and workers of an older release, which ignore it, keep working meanwhile.
 MESSAGE_VERSION = 1
 
 
@@ -54,14 +56,18 @@ class BadMessage(ValueError):
     pass
 
 
-def encode(tenant_id: Any, received_at: datetime, correlation_id: str | None, events: list[dict]) -> bytes:
-    """One request's events as the API publishes them (to the tenant's own subject)."""
+def encode(
+    tenant_id: Any, received_at: datetime, correlation_id: str | None, principal: str, events: list[dict]
+) -> bytes:
+    """One request's events as the API publishes them (to the tenant's own subject), with who
+    sent them (the principal: the API key's id, or "admin")."""
     return dumps(
         {
             "v": MESSAGE_VERSION,
             "tenant_id": tenant_id,
             "received_at": received_at,
             "correlation_id": correlation_id,
+            "principal": principal,
             "events": events,
         }
     )
@@ -83,6 +89,9 @@ def decode(data: bytes, msg_subject: str, stream_seq: int) -> list[store.Pending
         received_raw = doc["received_at"]
         received_at = datetime.fromisoformat(received_raw)
         correlation_id = doc.get("correlation_id")
+        principal = doc.get("principal")
+        if principal is not None and not isinstance(principal, str):
+            raise BadMessage(f"principal {principal!r} is not a string")
         out = []
         for e in doc["events"]:
             occurred_raw = e["occurred_at"]
@@ -101,6 +110,7 @@ def decode(data: bytes, msg_subject: str, stream_seq: int) -> list[store.Pending
                 "user_agent": e.get("user_agent"),
                 "metadata": e.get("metadata"),
                 "correlation_id": correlation_id,
+                "principal": principal,
             }
             out.append(store.Pending(tenant_id, event, stream_seq).prepare())
         return out

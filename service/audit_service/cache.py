@@ -22,6 +22,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .store import LiveKey
+
 log = logging.getLogger(__name__)
 
 BACKOFF_SECONDS = 2.0
@@ -72,19 +74,26 @@ class Cache:
     def _keys_name(self) -> str:
         return f"audit:keys:{self._namespace}"
 
-    async def mirror_keys(self, keys: dict[Any, Any], tenants: set[Any]) -> None:
+    async def mirror_keys(self, keys: dict[str, LiveKey], tenants: set[Any]) -> None:
         """Keep a copy of the key snapshot for API processes that start while PostgreSQL is down."""
         if not self.available:
             return
+        # "keys" (digest: tenant) is the shape older releases read; "key_ids" came with principals.
         doc = orjson.dumps(
-            {"keys": {k: str(v) for k, v in keys.items()}, "tenants": [str(t) for t in tenants]}
+            {
+                "keys": {k: str(v.tenant_id) for k, v in keys.items()},
+                "key_ids": {k: str(v.key_id) for k, v in keys.items()},
+                "tenants": [str(t) for t in tenants],
+            }
         )
         try:
             await self.client.set(self._keys_name, doc)
         except RedisError as exc:
             self._failed(exc, "mirror keys")
 
-    async def mirrored_keys(self) -> tuple[dict[str, uuid.UUID], set[uuid.UUID]] | None:
+    async def mirrored_keys(self) -> tuple[dict[str, LiveKey], set[uuid.UUID]] | None:
+        """The mirrored snapshot; None when there is none, or an older release wrote it (no key
+        ids: the keys' principals would be unknown)."""
         try:
             raw = await self.client.get(self._keys_name)
         except RedisError as exc:
@@ -93,7 +102,10 @@ class Cache:
         if raw is None:
             return None
         doc = orjson.loads(raw)
-        return {k: uuid.UUID(v) for k, v in doc["keys"].items()}, {uuid.UUID(t) for t in doc["tenants"]}
+        if "key_ids" not in doc:
+            return None
+        keys = {k: LiveKey(uuid.UUID(t), uuid.UUID(doc["key_ids"][k])) for k, t in doc["keys"].items()}
+        return keys, {uuid.UUID(t) for t in doc["tenants"]}
 
     # --- rate limit -------------------------------------------------------------------------
 

@@ -1,6 +1,15 @@
 """Per-tenant hash chain over a canonical encoding of each stored event.
 
-hash(n) = sha256(hash(n-1) + "\\n" + n + "\\n" + canonical(event n)), n being the event's seq.
+hash(n) = sha256(hash(n-1) + "\\n" + n + "\\n" + canonical_v(event n)), n being the event's seq
+and v the row's chain format version (audit_logs.chain_version, see CHAINED_FIELDS):
+- 1: canonical_1 is the JSON array of the version's chained fields but seq (12 values): rows
+  stored before the principal was (the rows there at migration 0004, and any that a worker of
+  an older release writes after it, get the column's default, 1);
+- 2: canonical_2 is the same array with the principal appended (13 values): who submitted the
+  event, an API key's id or "admin" (null when the message did not say). What the worker writes.
+The two never give the same bytes (their arrays differ in length), so changing a row's version
+breaks its hash as well.
+
 The canonical encoding must give the same bytes for an event as written by the worker and as
 read back from PostgreSQL, so:
 - timestamps are UTC with microseconds and a "Z";
@@ -24,8 +33,9 @@ import orjson
 GENESIS_HASH = "0" * 64
 INT64 = 2**63
 
-# The fields that the chain protects, in the order they are listed in the docs.
-CHAINED_FIELDS = (
+# The fields that the chain protects, per chain format version, in the order they are encoded
+# (and listed in the docs).
+_V1_FIELDS = (
     "tenant_id",
     "event_id",
     "seq",
@@ -40,6 +50,9 @@ CHAINED_FIELDS = (
     "metadata",
     "correlation_id",
 )
+CHAINED_FIELDS = {1: _V1_FIELDS, 2: (*_V1_FIELDS, "principal")}
+# The version the worker writes.
+CHAIN_VERSION = 2
 
 
 @functools.lru_cache(maxsize=4096)  # a batch's events share their receipt time
@@ -77,27 +90,29 @@ def normalize_json(value: Any) -> Any:
     return value
 
 
-def canonical(event: Mapping[str, Any]) -> bytes:
-    """The chained fields but seq, as a JSON array in CHAINED_FIELDS order (metadata already
-    normalized). seq is hashed beside it (see link), so this part can be computed before the
-    event's place in the chain is known, outside the chain lock."""
-    return orjson.dumps(
-        [
-            str(event["tenant_id"]),
-            str(event["event_id"]),
-            format_time(event["created_at"]),
-            format_time(event["occurred_at"]),
-            event["actor"],
-            event["action"],
-            event["target"],
-            event["outcome"],
-            event["source_ip"],
-            event["user_agent"],
-            event["metadata"],
-            event["correlation_id"],
-        ],
-        option=orjson.OPT_SORT_KEYS,
-    )
+def canonical(event: Mapping[str, Any], version: int = CHAIN_VERSION) -> bytes:
+    """The chained fields of `version` but seq, as a JSON array in CHAINED_FIELDS order (metadata
+    already normalized). seq is hashed beside it (see link), so this part can be computed before
+    the event's place in the chain is known, outside the chain lock."""
+    values = [
+        str(event["tenant_id"]),
+        str(event["event_id"]),
+        format_time(event["created_at"]),
+        format_time(event["occurred_at"]),
+        event["actor"],
+        event["action"],
+        event["target"],
+        event["outcome"],
+        event["source_ip"],
+        event["user_agent"],
+        event["metadata"],
+        event["correlation_id"],
+    ]
+    if version == 2:
+        values.append(event["principal"])
+    elif version != 1:
+        raise ValueError(f"unknown chain version {version!r}")
+    return orjson.dumps(values, option=orjson.OPT_SORT_KEYS)
 
 
 def link_canonical(prev_hash: str, seq: int, body: bytes) -> str:
@@ -105,7 +120,8 @@ def link_canonical(prev_hash: str, seq: int, body: bytes) -> str:
 
 
 def link(prev_hash: str, event: Mapping[str, Any]) -> str:
-    return link_canonical(prev_hash, event["seq"], canonical(event))
+    """The hash of a stored row, in its own chain version."""
+    return link_canonical(prev_hash, event["seq"], canonical(event, event["chain_version"]))
 
 
 @dataclass
@@ -158,6 +174,9 @@ class ChainVerifier:
                 return False
             if row["metadata"] is not None:
                 row = {**row, "metadata": normalize_json(row["metadata"])}
+            if row["chain_version"] not in CHAINED_FIELDS:
+                self.failure = (event_id, f"unknown chain version {row['chain_version']}")
+                return False
             if link(row["prev_hash"], row) != row["hash"]:
                 self.failure = (event_id, "stored hash does not match the event's content")
                 return False

@@ -80,15 +80,16 @@ def cmd_create_tenant(settings: config.Settings, args: argparse.Namespace) -> in
 
 
 def cmd_create_api_key(settings: config.Settings, args: argparse.Namespace) -> int:
-    async def action(conn: asyncpg.Connection) -> tuple[Any, str]:
+    async def action(conn: asyncpg.Connection) -> tuple[Any, tuple[Any, str]]:
         tenant = await store.find_tenant(conn, args.tenant)
         if tenant is None:
             raise LookupError(f"no tenant named or numbered {args.tenant!r}")
         return tenant, await store.create_api_key(conn, tenant["id"])
 
-    tenant, key = _run_db(settings, action)
-    # The key is shown this once; only its hash is stored.
-    print(dumps({"tenant_id": tenant["id"], "tenant": tenant["name"], "api_key": key}).decode())
+    tenant, (key_id, key) = _run_db(settings, action)
+    # The key is shown this once; only its hash is stored. Its id is the principal of its events.
+    out = {"tenant_id": tenant["id"], "tenant": tenant["name"], "key_id": key_id, "api_key": key}
+    print(dumps(out).decode())
     return 0
 
 

@@ -158,6 +158,10 @@ class EventOut(BaseModel):
     user_agent: str | None
     metadata: dict[str, Any] | None
     correlation_id: str | None
+    principal: str | None = Field(
+        description='Who submitted it: the API key\'s id, or "admin" for the admin key; '
+        "null for events stored before this was recorded"
+    )
     hash: str
 
 

@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
@@ -19,7 +19,8 @@ from . import chain
 
 EVENT_COLUMNS = (
     "tenant_id, seq, event_id, created_at, occurred_at, actor, action, target, outcome, "
-    "source_ip, user_agent, metadata, correlation_id, stream_seq, prev_hash, hash"
+    "source_ip, user_agent, metadata, correlation_id, principal, stream_seq, prev_hash, hash, "
+    "chain_version"
 )
 
 COPY_COLUMNS = [c.strip() for c in EVENT_COLUMNS.split(",")]
@@ -63,30 +64,39 @@ async def find_tenant(conn: asyncpg.Connection, name_or_id: str) -> asyncpg.Reco
     return await conn.fetchrow("SELECT id, name FROM tenants WHERE name = $1", name_or_id)
 
 
-async def create_api_key(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> str:
-    key = "alk_" + secrets.token_urlsafe(32)
+async def create_api_key(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> tuple[uuid.UUID, str]:
+    """A new key for the tenant: (its id, the key itself, which is not stored)."""
+    key_id, key = uuid.uuid4(), "alk_" + secrets.token_urlsafe(32)
     await conn.execute(
         "INSERT INTO api_keys (id, tenant_id, key_hash, key_prefix) VALUES ($1, $2, $3, $4)",
-        uuid.uuid4(),
+        key_id,
         tenant_id,
         hash_key(key),
         key[:10],
     )
-    return key
+    return key_id, key
 
 
-async def tenant_for_key_hash(pool: asyncpg.Pool, key_hash: str) -> uuid.UUID | None:
-    """The tenant of a live (not revoked) API key, by the key's hash_key digest."""
-    return await pool.fetchval(
-        "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", key_hash
+class LiveKey(NamedTuple):
+    """A live (not revoked) API key: its tenant, and its id (the principal of what it submits)."""
+
+    tenant_id: uuid.UUID
+    key_id: uuid.UUID
+
+
+async def live_key(pool: asyncpg.Pool, key_hash: str) -> LiveKey | None:
+    """A live API key, by the key's hash_key digest."""
+    row = await pool.fetchrow(
+        "SELECT tenant_id, id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", key_hash
     )
+    return LiveKey(row["tenant_id"], row["id"]) if row else None
 
 
-async def live_keys(conn: asyncpg.Connection) -> tuple[dict[str, uuid.UUID], set[uuid.UUID]]:
-    """Every live (not revoked) key's hash with its tenant, and every tenant."""
+async def live_keys(conn: asyncpg.Connection) -> tuple[dict[str, LiveKey], set[uuid.UUID]]:
+    """Every live key by its hash, and every tenant."""
     keys = {
-        r["key_hash"]: r["tenant_id"]
-        for r in await conn.fetch("SELECT key_hash, tenant_id FROM api_keys WHERE revoked_at IS NULL")
+        r["key_hash"]: LiveKey(r["tenant_id"], r["id"])
+        for r in await conn.fetch("SELECT key_hash, tenant_id, id FROM api_keys WHERE revoked_at IS NULL")
     }
     tenants = {r["id"] for r in await conn.fetch("SELECT id FROM tenants")}
     return keys, tenants
@@ -106,7 +116,7 @@ class Pending:
     tenant_id: uuid.UUID
     event: dict[str, Any]  # validated fields, occurred_at/created_at as datetimes
     stream_seq: int
-    body: bytes = b""  # chain.canonical of the event, once prepared
+    body: bytes = b""  # chain.canonical of the event (chain.CHAIN_VERSION), once prepared
     metadata_json: str | None = None
 
     def prepare(self) -> Pending:
@@ -189,9 +199,11 @@ async def append(conn: asyncpg.Connection, pending: Iterable[Pending]) -> Append
                     e["user_agent"],
                     p.metadata_json,
                     e["correlation_id"],
+                    e["principal"],
                     p.stream_seq,
                     prev,
                     digest,
+                    chain.CHAIN_VERSION,
                 )
             )
             prev = digest
@@ -259,7 +271,8 @@ async def count_dead_letters(pool: asyncpg.Pool) -> int:
 
 SELECT_EVENT = (
     "SELECT event_id, tenant_id, seq, actor, action, target, outcome, occurred_at, "
-    "created_at AS received_at, source_ip, user_agent, metadata, correlation_id, hash FROM audit_logs"
+    "created_at AS received_at, source_ip, user_agent, metadata, correlation_id, principal, hash "
+    "FROM audit_logs"
 )
 
 
@@ -343,7 +356,7 @@ async def get_event(pool: asyncpg.Pool, tenant_id: uuid.UUID, event_id: uuid.UUI
 
 VERIFY_COLUMNS = (
     "tenant_id, event_id, seq, created_at, occurred_at, actor, action, target, outcome, "
-    "source_ip, user_agent, metadata, correlation_id, prev_hash, hash"
+    "source_ip, user_agent, metadata, correlation_id, principal, prev_hash, hash, chain_version"
 )
 
 

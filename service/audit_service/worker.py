@@ -23,6 +23,7 @@ from prometheus_client import start_http_server
 
 from . import broker, chain, config, db, jsonlog, metrics, store
 from .cache import Cache
+from .resilience import DB_RETRYABLE, describe, until_nats_ready
 
 log = logging.getLogger("audit_service.worker")
 
@@ -34,19 +35,6 @@ MAX_INFLIGHT = 2
 CONSUMER_CHECK_SECONDS = 5.0
 # How often the worker looks at the stream's fill (broker.trim_window).
 TRIM_CHECK_SECONDS = 5.0
-
-TRANSIENT_DB = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.DeadlockDetectedError,
-    asyncpg.exceptions.SerializationError,
-    asyncpg.exceptions.LockNotAvailableError,
-)
 
 
 class Worker:
@@ -67,29 +55,25 @@ class Worker:
         The worker owns its consumer, not the stream: a missing or misconfigured stream is
         reported (log, audit_worker_consuming 0, the API's health), never created here.
         """
-        delay = 0.5
         metrics.worker_consuming.set(0)
-        while not self.stopping.is_set():
-            try:
-                if self.nc is None:
-                    self.nc, self.js = await broker.connect(self.settings, "audit-worker")
-                for problem in await broker.check_stream(self.js, self.settings):
-                    log.error("stream misconfigured", extra={"error": problem})
-                await broker.ensure_consumer(self.js, self.settings)
-                sub = await self.js.pull_subscribe_bind(broker.CONSUMER, self.settings.stream_name)
-                metrics.worker_consuming.set(1)
-                return sub
-            except Exception as exc:  # noqa: BLE001 - retried until the broker is there
-                log.warning("nats not ready", extra={"error": str(exc) or type(exc).__name__})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        return None
+        sub = await until_nats_ready(self._bind, log, self.stopping)
+        if sub is not None:
+            metrics.worker_consuming.set(1)
+        return sub
+
+    async def _bind(self) -> Any:
+        if self.nc is None:
+            self.nc, self.js = await broker.connect(self.settings, "audit-worker")
+        for problem in await broker.check_stream(self.js, self.settings):
+            log.error("stream misconfigured", extra={"error": problem})
+        await broker.ensure_consumer(self.js, self.settings)
+        return await self.js.pull_subscribe_bind(broker.CONSUMER, self.settings.stream_name)
 
     async def _trim(self) -> None:
         try:
             purged = await broker.trim_window(self.js, self.settings)
         except Exception as exc:  # noqa: BLE001 - tried again at the next check
-            log.debug("trim check failed", extra={"error": str(exc) or type(exc).__name__})
+            log.debug("trim check failed", extra={"error": describe(exc)})
             return
         if purged:
             metrics.stream_trimmed.inc(purged)
@@ -106,7 +90,7 @@ class Worker:
         except NotFoundError:
             log.error("consumer %s is gone; making it again", broker.CONSUMER)
         except Exception as exc:  # noqa: BLE001 - the broker is away: fetch retries on its own
-            log.debug("consumer check failed", extra={"error": str(exc) or type(exc).__name__})
+            log.debug("consumer check failed", extra={"error": describe(exc)})
             return sub
         await _quiet(sub.unsubscribe())
         return await self._connect()
@@ -173,8 +157,8 @@ class Worker:
                     error=error,
                     deliveries=deliveries,
                 )
-        except TRANSIENT_DB as exc:
-            log.warning("dead letter not written; retried", extra={"error": str(exc) or type(exc).__name__})
+        except DB_RETRYABLE as exc:
+            log.warning("dead letter not written; retried", extra={"error": describe(exc)})
             await _quiet(msg.nak(delay=RETRY_DELAY))
             return
         metrics.dead_letters.inc()
@@ -190,11 +174,11 @@ class Worker:
         start = time.perf_counter()
         try:
             result = await self._store(pending)
-        except TRANSIENT_DB as exc:
+        except DB_RETRYABLE as exc:
             metrics.worker_errors.labels("database_unavailable").inc()
             log.warning(
                 "store failed; messages will be redelivered",
-                extra={"error": str(exc) or type(exc).__name__, "messages": len(chunk)},
+                extra={"error": describe(exc), "messages": len(chunk)},
             )
             for msg, _ in chunk:
                 await _quiet(msg.nak(delay=RETRY_DELAY))
@@ -246,8 +230,8 @@ class Worker:
                     async with self.pool.acquire() as conn:
                         await db.ensure_partitions(conn, chain.utcnow(), self.settings.partition_months_ahead)
                     last_partition_check = time.monotonic()
-                except TRANSIENT_DB as exc:
-                    log.warning("partition check failed", extra={"error": str(exc) or type(exc).__name__})
+                except DB_RETRYABLE as exc:
+                    log.warning("partition check failed", extra={"error": describe(exc)})
             if time.monotonic() - last_trim > TRIM_CHECK_SECONDS:
                 last_trim = time.monotonic()
                 await self._trim()
@@ -259,7 +243,7 @@ class Worker:
                     last_consumer_check = time.monotonic()
                 continue
             except (NatsError, OSError, TimeoutError) as exc:
-                log.warning("fetch failed", extra={"error": str(exc) or type(exc).__name__})
+                log.warning("fetch failed", extra={"error": describe(exc)})
                 await asyncio.sleep(RETRY_DELAY)
                 sub = await self._rebind_if_gone(sub)
                 continue
@@ -332,7 +316,7 @@ async def _quiet(coro: Any) -> None:
     try:
         await coro
     except Exception as exc:  # noqa: BLE001
-        log.debug("ack/nak failed", extra={"error": str(exc) or type(exc).__name__})
+        log.debug("ack/nak failed", extra={"error": describe(exc)})
 
 
 def main(settings: config.Settings) -> None:

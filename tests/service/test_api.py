@@ -3,6 +3,7 @@ logs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -11,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from audit_devtools.stack import Service
+from audit_devtools.stack import Service, run_cli
 from conftest import Client, consumer_drained, sql, wait_for, wait_stored
 
 
@@ -106,6 +107,28 @@ def test_admin_key_names_a_tenant(service, tenant):
     wait_stored(service, tenant.tenant_id, 2)
 
 
+def key_id(service: Service, client: Client) -> str:
+    digest = hashlib.sha256(client.http.headers["X-API-Key"].encode()).hexdigest()
+    return str(sql(service.database_url, "SELECT id FROM api_keys WHERE key_hash = $1", digest)[0]["id"])
+
+
+def test_each_event_reads_back_with_its_principal(service, tenant):
+    """Who submitted it: the id of the tenant key used, or "admin" for the admin key."""
+    made = json.loads(run_cli(service.env, "create-api-key", tenant.tenant_id).stdout)
+    second = Client(service.url, made["api_key"], tenant.tenant_id)
+    assert made["key_id"] == key_id(service, second)  # create-api-key names it
+    admin = Client(service.url, service.admin_key)
+    as_admin = admin.http.post("/api/v1/audit/logs", params={"tenant_id": tenant.tenant_id}, json=ev(3))
+    sent = {
+        tenant.post(ev(1)).json()["id"]: key_id(service, tenant),
+        second.post(ev(2)).json()["id"]: made["key_id"],
+        as_admin.json()["id"]: "admin",
+    }
+    wait_stored(service, tenant.tenant_id, 3)
+    assert {e: tenant.get(e).json()["principal"] for e in sent} == sent
+    assert {i["event_id"]: i["principal"] for i in tenant.list().json()["items"]} == sent
+
+
 def test_filters_and_time_window(service, tenant):
     tenant.batch(
         [ev(i, outcome="failure" if i % 3 == 0 else "success", action=f"act-{i % 2}") for i in range(30)]
@@ -161,6 +184,35 @@ def test_query_cache_serves_repeats_and_never_stale_pages(service, tenant):
         lambda: (r := tenant.list(limit=10)).json()["items"].__len__() == 2 and r, 5, what="fresh page"
     )
     assert third.headers["x-cache"] == "miss"
+
+
+def test_the_key_mirror_keeps_the_shape_older_releases_read(stack):
+    """The key snapshot's Redis mirror has "keys" (digest: tenant), as API processes of an older
+    release read it, and "key_ids"; a mirror such a process wrote (no key ids) is not used."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import orjson
+    from audit_service.cache import Cache
+    from audit_service.store import LiveKey
+
+    name = "audit:keys:mirror_test"  # the namespace of the database named below: no service's
+    key = LiveKey(uuid.uuid4(), uuid.uuid4())
+
+    async def go():
+        cache = Cache(SimpleNamespace(redis_url=stack.redis.url, database_url="postgresql://h/mirror_test"))
+        try:
+            await cache.mirror_keys({"d1": key}, {key.tenant_id})
+            mirrored, doc = await cache.mirrored_keys(), orjson.loads(await cache.client.get(name))
+            await cache.client.set(name, orjson.dumps({k: doc[k] for k in ("keys", "tenants")}))
+            return mirrored, doc, await cache.mirrored_keys()
+        finally:
+            await cache.close()
+
+    mirrored, doc, from_older = asyncio.run(go())
+    assert mirrored == ({"d1": key}, {key.tenant_id})
+    assert doc["keys"] == {"d1": str(key.tenant_id)} and doc["tenants"] == [str(key.tenant_id)]
+    assert from_older is None
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,15 @@ import hashlib
 import json
 import subprocess
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
+from unittest import mock
 
 import asyncpg
 import httpx
 import pytest
 from audit_devtools.stack import VENV_BIN, Service, run_cli
-from audit_service import db
+from audit_service import chain, db, store
 from conftest import Client, sql, stored_count, wait_stored
 
 
@@ -54,6 +56,32 @@ def test_verify_finds_changed_metadata(service, tenant):
         rows[2]["event_id"],
     )
     assert tenant.verify()["first_invalid"] == str(rows[2]["event_id"])
+
+
+def test_verify_finds_a_changed_principal(service, tenant):
+    rows = fill(service, tenant, 5)
+    victim = rows[3]["event_id"]
+    stored = sql(
+        service.database_url, "SELECT principal, chain_version FROM audit_logs WHERE event_id = $1", victim
+    )[0]
+    assert stored["chain_version"] == 2 and stored["principal"]
+    sql(service.database_url, "UPDATE audit_logs SET principal = 'admin' WHERE event_id = $1", victim)
+    result = tenant.verify()
+    assert result["valid"] is False and result["first_invalid"] == str(victim) and result["checked"] == 4
+    # Nor can the row pass for one from before principals (version 1 leaves the principal out).
+    sql(
+        service.database_url,
+        "UPDATE audit_logs SET principal = NULL, chain_version = 1 WHERE event_id = $1",
+        victim,
+    )
+    assert tenant.verify()["first_invalid"] == str(victim)
+    sql(
+        service.database_url,
+        "UPDATE audit_logs SET principal = $2, chain_version = 2 WHERE event_id = $1",
+        victim,
+        stored["principal"],
+    )
+    assert tenant.verify()["valid"]
 
 
 def test_verify_finds_a_row_deleted_from_the_middle(service, tenant):
@@ -207,6 +235,85 @@ def test_retention_drops_old_partitions_deletes_boundary_rows_and_keeps_chains_v
         # Deleting the oldest remaining row is still caught: the anchor names its predecessor.
         sql(svc.database_url, "DELETE FROM audit_logs WHERE tenant_id = $1 AND seq = 21", tenant_id)
         assert c.verify()["valid"] is False
+    finally:
+        svc.stop()
+
+
+# The columns of audit_logs before migration 0004, as the worker of that release wrote them.
+COLUMNS_BEFORE_0004 = [
+    "tenant_id", "seq", "event_id", "created_at", "occurred_at", "actor", "action", "target", "outcome",
+    "source_ip", "user_agent", "metadata", "correlation_id", "stream_seq", "prev_hash", "hash",
+]  # fmt: skip
+
+
+def test_a_chain_begun_before_principals_were_stored_goes_on_and_verifies(stack):
+    """Rows of the release before migration 0004 (chain version 1, no principal), then the
+    migration, then rows of this one (version 2, with their principal): one chain, verified whole
+    and in windows, and a changed old row is still found."""
+    svc = Service(stack, "audit_mixed_chain")
+    older = [m for m in db.load_migrations() if m.version < 4]
+    now = datetime.now(UTC)
+
+    async def older_release() -> tuple[uuid.UUID, uuid.UUID, str]:
+        conn = await asyncpg.connect(svc.database_url, server_settings={"TimeZone": "UTC"})
+        try:
+            with mock.patch.object(db, "load_migrations", lambda: older):
+                await db.migrate(conn)
+            tenant_id = await store.create_tenant(conn, "mixed")
+            key_id, key = await store.create_api_key(conn, tenant_id)
+            prev, records = chain.GENESIS_HASH, []
+            for seq in range(1, 6):
+                row = {
+                    "tenant_id": tenant_id,
+                    "seq": seq,
+                    "event_id": uuid.uuid4(),
+                    "created_at": now - timedelta(seconds=10 - seq),
+                    "occurred_at": now - timedelta(minutes=1),
+                    "actor": f"old-{seq}",
+                    "action": "record.update",
+                    "target": None,
+                    "outcome": "unknown",
+                    "source_ip": None,
+                    "user_agent": None,
+                    "metadata": {"seq": seq},
+                    "correlation_id": None,
+                    "stream_seq": seq,
+                    "prev_hash": prev,
+                }
+                row["hash"] = prev = chain.link_canonical(prev, seq, chain.canonical(row, 1))
+                row["metadata"] = json.dumps(row["metadata"])
+                records.append(tuple(row[c] for c in COLUMNS_BEFORE_0004))
+            await conn.copy_records_to_table("audit_logs", records=records, columns=COLUMNS_BEFORE_0004)
+            await conn.execute(
+                "UPDATE chain_heads SET seq = 5, hash = $2 WHERE tenant_id = $1", tenant_id, prev
+            )
+            return tenant_id, key_id, key
+        finally:
+            await conn.close()
+
+    tenant_id, key_id, key = asyncio.run(older_release())
+    svc.start()  # migrates: 0004 alone
+    try:
+        c = Client(svc.url, key, str(tenant_id))
+        assert c.verify() == {"valid": True, "checked": 5, "first_invalid": None, "reason": None}
+        assert c.batch([ev(i) for i in range(5)]).status_code == 202
+        wait_stored(svc, str(tenant_id), 10)
+        rows = sql(
+            svc.database_url,
+            "SELECT event_id, principal, chain_version FROM audit_logs WHERE tenant_id = $1 ORDER BY seq",
+            tenant_id,
+        )
+        old, new = [(1, None)] * 5, [(2, str(key_id))] * 5
+        assert [(r["chain_version"], r["principal"]) for r in rows] == old + new
+        assert c.verify() == {"valid": True, "checked": 10, "first_invalid": None, "reason": None}
+        # A window that starts inside the old rows: anchored on an old row's hash.
+        assert c.verify(since=(now - timedelta(seconds=8.5)).isoformat())["checked"] == 9
+        sql(
+            svc.database_url,
+            "UPDATE audit_logs SET actor = 'mallory' WHERE event_id = $1",
+            rows[2]["event_id"],
+        )
+        assert c.verify()["first_invalid"] == str(rows[2]["event_id"])
     finally:
         svc.stop()
 

@@ -23,6 +23,8 @@ def event(seq: int, **over):
         "user_agent": None,
         "metadata": {"b": [1.0, 0.1], "a": "x"},
         "correlation_id": "c-1",
+        "principal": "0b5e3f4e-2f7a-4c3e-9a57-3f1d5c0f6a11",
+        "chain_version": chain.CHAIN_VERSION,
     }
     base.update(over)
     return base
@@ -32,10 +34,12 @@ def normalized(e):
     return {**e, "metadata": chain.normalize_json(e["metadata"])}
 
 
-def build(n: int):
+def build(n: int, versions=None):
+    """n chained rows; versions[i] is row i's chain version (default: the current one)."""
     rows, prev = [], chain.GENESIS_HASH
     for seq in range(1, n + 1):
-        row = normalized(event(seq, prev_hash=prev))
+        version = versions[seq - 1] if versions else chain.CHAIN_VERSION
+        row = normalized(event(seq, prev_hash=prev, chain_version=version))
         row["hash"] = chain.link(prev, row)
         prev = row["hash"]
         rows.append(row)
@@ -62,6 +66,8 @@ def test_the_hash_changes_with_any_chained_field():
         ("seq", 2),
         ("created_at", base["created_at"] + timedelta(microseconds=1)),
         ("correlation_id", None),
+        ("principal", "admin"),
+        ("principal", None),
     ]:
         assert chain.link(chain.GENESIS_HASH, {**base, field: value}) != digest, field
     assert chain.link("f" * 64, base) != digest  # and with the previous link
@@ -137,3 +143,61 @@ def test_verifier_with_anchor_rejects_missing_start():
     v = chain.ChainVerifier((0, chain.GENESIS_HASH))
     v.feed(rows[1:])  # the first event deleted, no retention anchor
     assert not v.result().valid
+
+
+# What the version-1 encoding gave for event(1) before versions existed: old rows must still verify.
+V1_GOLDEN = "0b3cf8bb736781092b78316212b9ce0c27701f37ec7f14b8974f851d4b0f7fd5"
+
+
+def test_version_1_is_the_encoding_rows_were_written_with_before_the_principal():
+    old = normalized(event(1, chain_version=1))
+    del old["principal"]  # not in a version-1 row's hash: it was not stored then
+    assert chain.link(chain.GENESIS_HASH, old) == V1_GOLDEN
+    assert chain.link(chain.GENESIS_HASH, {**old, "principal": "admin"}) == V1_GOLDEN
+
+
+def test_version_2_covers_the_principal_and_never_encodes_like_version_1():
+    base = normalized(event(1))
+    assert base["chain_version"] == 2
+    for principal in (None, "admin", "0b5e3f4e-2f7a-4c3e-9a57-3f1d5c0f6a11"):
+        e = {**base, "principal": principal}
+        assert chain.canonical(e, 2) != chain.canonical(e, 1)
+        assert orjson.loads(chain.canonical(e, 2)) == [*orjson.loads(chain.canonical(e, 1)), principal]
+    assert list(chain.CHAINED_FIELDS[2]) == [*chain.CHAINED_FIELDS[1], "principal"]
+
+
+def test_unknown_chain_version_is_refused():
+    with pytest.raises(ValueError, match="unknown chain version"):
+        chain.canonical(normalized(event(1)), 3)
+    rows = build(3)
+    rows[1] = {**rows[1], "chain_version": 3}
+    v = chain.ChainVerifier((0, chain.GENESIS_HASH))
+    v.feed(rows)
+    r = v.result()
+    assert not r.valid and r.first_invalid == str(rows[1]["event_id"]) and "version" in r.reason
+
+
+def test_verifier_accepts_version_1_rows_followed_by_version_2_rows():
+    # And interleaved: a worker of the older release may write version 1 after a new one wrote 2.
+    for versions in ([1, 1, 1, 2, 2], [1, 2, 1, 2, 2]):
+        v = chain.ChainVerifier((0, chain.GENESIS_HASH))
+        assert v.feed(build(5, versions))
+        assert v.result().valid and v.result().checked == 5
+
+
+def test_verifier_names_a_row_whose_principal_changed():
+    rows = build(5, [1, 1, 2, 2, 2])
+    rows[3] = {**rows[3], "principal": "admin"}
+    v = chain.ChainVerifier((0, chain.GENESIS_HASH))
+    v.feed(rows)
+    r = v.result()
+    assert not r.valid and r.first_invalid == str(rows[3]["event_id"]) and "content" in r.reason
+
+
+def test_verifier_names_a_version_2_row_relabelled_version_1():
+    # Downgrading a row to version 1 would drop its principal from the hash: it breaks the hash.
+    rows = build(3)
+    rows[1] = {**rows[1], "chain_version": 1, "principal": "admin"}
+    v = chain.ChainVerifier((0, chain.GENESIS_HASH))
+    v.feed(rows)
+    assert v.result().first_invalid == str(rows[1]["event_id"])
