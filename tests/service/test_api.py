@@ -73,6 +73,28 @@ def test_resent_event_is_stored_once(service, tenant):
     assert sorted(str(r["event_id"]) for r in rows) == sorted([event_id, other])
 
 
+def test_a_request_retried_by_nginx_is_stored_once(service, make_tenant):
+    """nginx passes a request that one API host dropped to the next with the same X-Request-ID:
+    the same body under the same id makes the same events, stored once."""
+    tenant = make_tenant()
+    rid = uuid.uuid4().hex
+    body = {"events": [ev(1), ev(2)]}
+    first = tenant.batch(body["events"], headers={"X-Request-ID": rid})
+    retry = tenant.batch(body["events"], headers={"X-Request-ID": rid})
+    other_body = tenant.batch([ev(3), ev(4)], headers={"X-Request-ID": rid})
+    no_header = [tenant.batch(body["events"]) for _ in range(2)]
+    assert {r.status_code for r in [first, retry, other_body, *no_header]} == {202}
+    assert first.json()["ids"] == retry.json()["ids"]
+    assert not set(other_body.json()["ids"]) & set(first.json()["ids"])
+    assert not set(no_header[0].json()["ids"]) & set(no_header[1].json()["ids"])
+    wait_stored(service, tenant.tenant_id, 8)
+    wait_for(lambda: consumer_drained(service), 30, what="the consumer's pending and ack-pending at 0")
+    rows = sql(service.database_url, "SELECT event_id FROM audit_logs WHERE tenant_id = $1", tenant.tenant_id)
+    stored = [str(r["event_id"]) for r in rows]
+    assert len(stored) == len(set(stored)) == 8
+    assert set(first.json()["ids"]) <= set(stored)
+
+
 def test_tenants_are_isolated(service, make_tenant):
     a, b = make_tenant(), make_tenant()
     eid = a.post(ev(1, actor="a-secret")).json()["id"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -132,6 +134,9 @@ async def verify(
 # The ingest bodies are parsed by pydantic's Rust JSON parser straight into the models
 # (model_validate_json), which is several times cheaper than FastAPI's json.loads followed by
 # validation; the routes then declare their bodies to OpenAPI themselves.
+# nginx's $request_id: 32 hex digits.
+REQUEST_ID_RE = re.compile(r"^[0-9a-fA-F]{16,64}$")
+
 INGEST_BODIES = {"/api/v1/audit/logs": EventIn, "/api/v1/audit/logs/batch": BatchIn}
 
 
@@ -157,7 +162,9 @@ async def _accept(request: Request, caller: Caller, events: list[EventIn]) -> li
         raise HTTPException(503, "event queue unavailable; retry", headers={"Retry-After": "1"})
     received_at = chain.utcnow()
     docs = []
-    fresh = iter(new_event_ids(sum(1 for e in events if e.event_id is None)))
+    fresh = iter(
+        new_event_ids(sum(1 for e in events if e.event_id is None), await retry_seed(request, tenant_id))
+    )
     for e in events:
         doc = e.model_dump()
         doc["event_id"] = str(doc["event_id"]) if doc["event_id"] else next(fresh)
@@ -187,10 +194,27 @@ async def _accept(request: Request, caller: Caller, events: list[EventIn]) -> li
     return ids
 
 
-def new_event_ids(n: int) -> list[str]:
-    """n random version-4 UUIDs, as text, from one read of the OS's random source (uuid4()
-    reads it once per id, and builds an object that would only be turned back into text)."""
-    raw = bytearray(os.urandom(16 * n))
+async def retry_seed(request: Request, tenant_id: uuid.UUID) -> bytes | None:
+    """What the ids of a request's new events derive from when nginx sent it, else None (random).
+
+    nginx sets X-Request-ID once per client request and passes a request that one API host
+    dropped (a restart, a crash) on to the next host. Ids derived from that id and the body make
+    the retry the same events, with the same Nats-Msg-Id, which JetStream stores once; another
+    request, or the same id with another body, gets other ids.
+    """
+    request_id = request.headers.get("x-request-id")
+    if not request_id or not REQUEST_ID_RE.match(request_id):
+        return None
+    return hashlib.sha256(b"\n".join([tenant_id.bytes, request_id.encode(), await request.body()])).digest()
+
+
+def new_event_ids(n: int, seed: bytes | None = None) -> list[str]:
+    """n version-4-shaped UUIDs, as text: random, from one read of the OS's random source
+    (uuid4() reads it once per id), or derived from seed (the same seed, the same ids)."""
+    if seed is None:
+        raw = bytearray(os.urandom(16 * n))
+    else:
+        raw = bytearray(b"".join(hashlib.sha256(seed + i.to_bytes(4, "big")).digest()[:16] for i in range(n)))
     out = []
     for i in range(0, 16 * n, 16):
         raw[i + 6] = (raw[i + 6] & 0x0F) | 0x40  # version 4
