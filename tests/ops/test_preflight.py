@@ -171,6 +171,30 @@ def test_a_clash_on_a_moved_port_is_named(inventory, preflight):
     assert "port 9187 is set for both postgresql_port and prometheus_postgres_exporter_port" in message
 
 
+def test_a_clash_between_roles_used_alone_is_named(inventory, fact_cache):
+    # Without site.yml's first play: each role's own preflight declares its ports, and the second
+    # role on the host finds the first one's (roles_test/broker.yml runs redis, then nats).
+    def cache_on_broker(groups):
+        groups["audit_cache"]["hosts"] = {"mq1.example.net": None}
+
+    edit_hosts(inventory, cache_on_broker)
+    run = lablib.run_playbook(
+        "playbooks/roles_test/broker.yml",
+        "--tags",
+        "preflight",
+        "-e",
+        f"@{lablib.secrets_path(inventory)}",
+        "-e",
+        "redis_port=8222",
+        inventory=inventory,
+        check=True,
+        timeout=300,
+        env=fact_cache,
+    )
+    message = refusal(run)
+    assert "mq1.example.net: port 8222 is set for both redis_port and nats_monitor_port" in message
+
+
 def test_pools_larger_than_postgresql_allows_are_refused(inventory, preflight):
     # (50 + 5) x (2 API hosts x 4 processes + 2 workers) = 550 > 200 - 10.
     add_settings(inventory, audit_database_pool_size=50)
