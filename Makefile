@@ -14,8 +14,8 @@ deps:
 	@scripts/deps.sh
 
 lint: deps
-	$(VENV)/ruff check service tests bench scripts collections molecule
-	$(VENV)/ruff format --check service tests bench scripts collections molecule
+	$(VENV)/ruff check service tests bench scripts collections molecule roles
+	$(VENV)/ruff format --check service tests bench scripts collections molecule roles
 	PATH=$(CURDIR)/$(VENV):$$PATH $(VENV)/ansible-lint -q playbooks/ roles/ inventories/ collections/ molecule/
 
 test-unit: deps                ## pure-logic tests only (seconds)
