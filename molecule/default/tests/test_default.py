@@ -19,7 +19,7 @@ GROUP_PORTS = {
     "audit_broker": {4222: {"host"}, 8222: {"loopback"}, 6222: {"host"}},  # 6222: the cluster's routes
     "audit_api": {8000: {"host"}},
     "audit_worker": {9101: {"host"}},
-    "audit_lb": {80: {"any"}},
+    "audit_lb": {80: {"any"}, 443: {"any"}},  # 80 only redirects to HTTPS
     "audit_monitoring": {9090: {"host"}, 9093: {"host"}},
 }
 EVERY_HOST_UNITS = ["prometheus-node-exporter"]
