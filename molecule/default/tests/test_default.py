@@ -90,14 +90,25 @@ GROUP_FILES = {
     "audit_api": [
         ("/etc/audit-service/audit-service.env", 0o600, "root", "root"),
         ("/etc/audit-service/audit-api.env", 0o600, "root", "root"),
+        # The host's TLS key: readable by the service's group, nobody else.
+        ("/etc/audit-service/tls/server.key", 0o640, "root", "audit-service"),
     ],
     "audit_worker": [
         ("/etc/audit-service/audit-worker.env", 0o600, "root", "root"),
         ("/etc/audit-service/audit-retention.env", 0o600, "root", "root"),
     ],
-    "audit_cache": [("/etc/redis/redis.conf", 0o640, "redis", "redis")],
-    "audit_broker": [("/etc/nats/nats-server.conf", 0o640, "root", "nats")],
-    "audit_lb": [("/etc/nginx/sites-available/audit.conf", 0o644, "root", "root")],
+    "audit_cache": [
+        ("/etc/redis/redis.conf", 0o640, "redis", "redis"),
+        ("/etc/redis/tls/server.key", 0o600, "redis", "redis"),
+    ],
+    "audit_broker": [
+        ("/etc/nats/nats-server.conf", 0o640, "root", "nats"),
+        ("/etc/nats/tls/server.key", 0o600, "nats", "nats"),
+    ],
+    "audit_lb": [
+        ("/etc/nginx/sites-available/audit.conf", 0o644, "root", "root"),
+        ("/etc/nginx/tls/server.key", 0o600, "root", "root"),
+    ],
     "audit_monitoring": [("/etc/prometheus/prometheus.yml", 0o644, "root", "root")],
 }
 
