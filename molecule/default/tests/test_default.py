@@ -143,7 +143,7 @@ def test_config_and_secret_files_have_their_modes(host):
             assert ("ADMIN_API_KEY=" in text) == has_admin_key, name
             assert ("NATS_URL=" in text) == bool(nats_user), name
             if nats_user:
-                assert f"NATS_URL=nats://{nats_user}:" in text, name
+                assert f"NATS_URL=tls://{nats_user}:" in text, name  # TLS to NATS, with its own user
 
 
 def test_retention_runs_from_its_unit(host):
