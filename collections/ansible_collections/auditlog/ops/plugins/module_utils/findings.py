@@ -25,7 +25,7 @@ _RANK = {name: rank for rank, name in enumerate(reversed(SEVERITIES), start=1)}
 def finding(severity, component, check, summary, evidence=None, remediation=None, variable=None):
     """One finding (see the module docstring); raises ValueError on an unknown severity."""
     if severity not in SEVERITIES:
-        raise ValueError("severity must be one of %s, not %r" % (", ".join(SEVERITIES), severity))
+        raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}, not {severity!r}")
     return {
         "severity": severity,
         "component": component,
