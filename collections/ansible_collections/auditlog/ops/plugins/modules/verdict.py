@@ -12,8 +12,9 @@ description:
     probe modules and M(auditlog.ops.finding) add to) and fails the host, naming each finding at
     or above O(fail_on), or returns ok with the count per severity.
   - Every runbook ends with it, so that a variable decides whether an unhealthy finding fails the
-    run (a non-zero exit code of C(ansible-playbook), for CI and monitoring use)
-    ; the convention is C(fail_on: "{{ runbook_fail_on | default('never') }}").
+    run (a non-zero exit code of C(ansible-playbook), for CI and monitoring use).
+  - The convention (see EXAMPLES) sets O(fail_on) from the variable C(runbook_fail_on), V(never)
+    when it is not set, so that the inventory or C(-e runbook_fail_on=critical) decides.
   - Findings of an earlier run (from a persistent fact cache) are not counted.
   - Runs on the controller only; never changed.
 version_added: "0.3.0"
