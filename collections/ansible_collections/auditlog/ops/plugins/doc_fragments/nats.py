@@ -45,7 +45,8 @@ options:
     type: path
   client_cert:
     description:
-      - A client certificate (PEM) to show the server, for servers that verify their clients
+      - >-
+        A client certificate (PEM) to show the server, for servers that verify their clients
         (C(tls { verify: true })).
     type: path
   client_key:

@@ -14,7 +14,7 @@ DOCUMENTATION = r"""
 name: port_problems
 short_description: Name the listen ports of one host that are no port number or that two services share
 version_added: 0.2.0
-author: audit-log project
+author: audit-log project (!UNKNOWN)
 description:
   - Takes the ports that the services of one host listen on, each with the name of the variable that
     sets it, and returns one message per problem, naming the variables, or an empty list when there is none.

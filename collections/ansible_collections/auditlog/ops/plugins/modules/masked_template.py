@@ -15,7 +15,7 @@ description:
     configuration file that holds a password without printing the password, and the task needs no
     C(no_log) (which would hide the whole diff).
 version_added: "0.2.0"
-author: the audit-log project
+author: audit-log project (!UNKNOWN)
 options:
   mask:
     description:
@@ -49,7 +49,7 @@ options:
     type: bool
     default: false
 extends_documentation_fragment:
-  - action_common_attributes
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full

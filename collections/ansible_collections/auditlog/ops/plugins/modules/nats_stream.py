@@ -17,7 +17,7 @@ description:
     module reports what it would do and changes nothing.
   - A server that cannot be reached fails the task with a message naming host and port.
 author:
-  - audit-log project
+  - audit-log project (!UNKNOWN)
 options:
   name:
     description:
@@ -79,12 +79,15 @@ options:
     type: int
     default: 1
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - auditlog.ops.nats
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: posix
 seealso:
   - name: JetStream API reference
     description: The API this module calls.
