@@ -2,12 +2,12 @@
 SHELL := /bin/bash
 VENV  := .venv/bin
 
-.PHONY: demo test deps lint test-unit test-service test-lab molecule lab-up lab-down bench clean
+.PHONY: demo test deps lint sanity test-unit test-service test-lab molecule lab-up lab-down bench clean
 
 demo: deps                     ## the stack deployed in the local lab, sample events, a health summary
 	$(VENV)/python scripts/demo.py $(ARGS)
 
-test: deps lint                ## everything CI runs
+test: deps lint sanity         ## everything CI runs
 	$(VENV)/pytest -q -p no:cacheprovider
 
 deps:
@@ -17,6 +17,9 @@ lint: deps
 	$(VENV)/ruff check service tests bench scripts collections molecule roles
 	$(VENV)/ruff format --check service tests bench scripts collections molecule roles
 	PATH=$(CURDIR)/$(VENV):$$PATH $(VENV)/ansible-lint -q playbooks/ roles/ inventories/ collections/ molecule/
+
+sanity: deps                   ## ansible-test sanity (validate-modules, ansible-doc, ...) and a build of the collection
+	@scripts/sanity.sh
 
 test-unit: deps                ## pure-logic tests only (seconds)
 	$(VENV)/pytest -q tests/unit
