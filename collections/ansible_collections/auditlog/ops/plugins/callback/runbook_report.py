@@ -4,14 +4,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-
-from ansible import context
-from ansible.plugins.callback import CallbackBase
-from ansible_collections.auditlog.ops.plugins.plugin_utils import report as rpt
-
 DOCUMENTATION = r"""
 ---
 name: runbook_report
@@ -31,7 +23,7 @@ description:
     result is censored before it gets here and contributes no findings.
   - Writes nothing for other playbooks (C(site.yml)).
 version_added: "0.3.0"
-author: the audit-log project
+author: audit-log project (!UNKNOWN)
 requirements:
   - enable in ansible.cfg (C(callbacks_enabled = auditlog.ops.runbook_report))
 options:
@@ -63,6 +55,14 @@ options:
       - section: callback_runbook_report
         key: top
 """
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+from ansible import context  # noqa: E402
+from ansible.plugins.callback import CallbackBase  # noqa: E402
+from ansible_collections.auditlog.ops.plugins.plugin_utils import report as rpt  # noqa: E402
 
 
 def _write(path, text):

@@ -45,9 +45,8 @@ options:
     type: path
   client_cert:
     description:
-      - >-
-        A client certificate (PEM) to show the server, for servers that verify their clients
-        (C(tls { verify: true })).
+      - A client certificate (PEM) to show the server, for servers that verify their clients
+        (C(verify) true in the server's C(tls) block).
     type: path
   client_key:
     description:

@@ -17,7 +17,7 @@ description:
     C(auditlog.ops.runbook_report) puts it in the run's report.
   - Runs on the controller only; never changed.
 version_added: "0.3.0"
-author: the audit-log project
+author: audit-log project (!UNKNOWN)
 options:
   severity:
     description: How bad it is.

@@ -18,7 +18,7 @@ description:
   - Findings of an earlier run (from a persistent fact cache) are not counted.
   - Runs on the controller only; never changed.
 version_added: "0.3.0"
-author: the audit-log project
+author: audit-log project (!UNKNOWN)
 options:
   fail_on:
     description:
