@@ -16,11 +16,12 @@
 #   into the new virtualenv's own pip.conf, which pip reads before the user's and the machine's.
 # - A real get-pip.py found in the cache (one without the stand-in's first line) is left alone.
 #
-# License header: validate-modules wants a GPLv3 header in each module (ansible-core's own rule;
-# ansible-core's docs allow collections any GPLv3-compatible license). This collection is MIT, as
-# the whole repository is, so each module whose first 20 lines say "MIT License" is exempted from
-# that one check (validate-modules:missing-gplv3-license) in a generated, git-ignored
-# tests/sanity/ignore-<core>.txt, and from nothing else. A module without that header still fails.
+# License header: validate-modules wants a GPLv3 header in each module and documented plugin
+# (ansible-core's own rule; the collection guidelines allow any GPLv3-compatible license). This
+# collection is MIT, as the whole repository is, so each of those files whose first 20 lines say
+# "MIT License" is exempted from that one check (validate-modules:missing-gplv3-license) in a
+# generated, git-ignored tests/sanity/ignore-<core>.txt, and from nothing else. A file without
+# that header still fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -90,14 +91,25 @@ EOF
     mv "$standin.new" "$standin"
 fi
 
+# The plugins validate-modules checks: modules and every other documentable type but filter and
+# test plugins (ansible-test's own choice), each under plugins/<type>/.
 ignore=$coll/tests/sanity/ignore-$core_version.txt
 mkdir -p "$(dirname "$ignore")"
 rm -f "$coll"/tests/sanity/ignore-*.txt
-for module in "$coll"/plugins/modules/*.py; do
-    if head -n 20 "$module" | grep -q 'MIT License'; then
-        echo "plugins/modules/${module##*/} validate-modules:missing-gplv3-license"
-    fi
-done >"$ignore"
+"$venv/python" - "$coll" >"$ignore" <<'EOF'
+import sys
+from pathlib import Path
+
+from ansible.constants import DOCUMENTABLE_PLUGINS
+
+coll = Path(sys.argv[1])
+for kind in sorted(set(DOCUMENTABLE_PLUGINS) - {"filter", "test"}):
+    folder = "modules" if kind == "module" else kind
+    for path in sorted((coll / "plugins" / folder).glob("*.py")):
+        header = path.read_text().splitlines()[:20]
+        if path.name != "__init__.py" and any("MIT License" in line for line in header):
+            print(f"{path.relative_to(coll)} validate-modules:missing-gplv3-license")
+EOF
 
 start=$SECONDS
 args=()
