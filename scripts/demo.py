@@ -20,7 +20,7 @@ from audit_devtools import ROOT
 from audit_devtools import lab as lablib  # the lab runner the lab tests use too
 
 API = lablib.LB_URL  # lb1's nginx (HTTPS, the lab's CA), published on loopback only
-PROMETHEUS = "http://127.0.0.1:19090"
+PROMETHEUS = lablib.PROMETHEUS_URL
 TENANT_FILE = ROOT / ".cache" / "demo-tenant.json"
 ACTIONS = ["user.login", "user.logout", "document.read", "document.update", "role.grant", "key.rotate"]
 CLI = "set -a; . /etc/audit-service/audit-service.env; set +a; /opt/audit-service/bin/audit-service"
@@ -157,7 +157,7 @@ def main() -> int:
     print(f"  hosts      {', '.join(f'{h} ({lab.container(h)})' for h in lab.hosts)}")
     print(f"  converge   site.yml changed {site.changed} task(s) in {site.seconds:.0f} s; log {site.log}")
     print(f"  API        {API}   (key of the demo tenant: {TENANT_FILE})")
-    ca = lablib.pki_path(lablib.LAB_INVENTORY) / "ca.crt"
+    ca = lablib.LAB_PKI / "ca.crt"
     print(f"  CA         {ca}   (nginx's certificate is signed by the lab's CA)")
     print(
         f'             curl --cacert {ca} -H "X-API-Key: $(jq -r .api_key {TENANT_FILE})"'

@@ -14,7 +14,7 @@ from support import dashboards
 
 pytestmark = pytest.mark.lab
 
-PROMETHEUS = "http://127.0.0.1:19090"
+PROMETHEUS = lablib.PROMETHEUS_URL
 
 
 def test_every_dashboard_metric_is_exported_in_the_lab(lab, stack):

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.lab
 
 CLI = "set -a; . /etc/audit-service/audit-service.env; set +a; /opt/audit-service/bin/audit-service"
 MOVED = {"postgresql_port": 5433, "redis_port": 6380, "nats_port": 4223, "nats_stream_max_age": 86400}
-SECRETS = lablib.secrets_path(lablib.LAB_INVENTORY)
+SECRETS = lablib.LAB_SECRETS
 
 
 def secret_values() -> list[str]:
@@ -97,7 +97,7 @@ def test_check_diff_shows_changed_config_files_with_secrets_masked(lab, stack):
 
 def test_moved_ports_move_the_whole_stack(lab, stack, moved_inventory):
     # The moved inventory is a copy: it keeps the lab's secrets and certificates.
-    extra = {"audit_secrets_file": str(SECRETS), "audit_tls_dir": str(lablib.pki_path(lablib.LAB_INVENTORY))}
+    extra = {"audit_secrets_file": str(SECRETS), "audit_tls_dir": str(lablib.LAB_PKI)}
     run = lab.playbook("playbooks/site.yml", inventory=moved_inventory, extra_vars=extra)
     assert run.ok, run.describe()
     assert {5433} <= listening_ports(lab, "db1") and 5432 not in listening_ports(lab, "db1")

@@ -18,11 +18,11 @@ CA = "/etc/audit-service/tls/ca.crt"  # the CA's certificate on the app hosts
 
 
 def secrets() -> dict[str, str]:
-    return yaml.safe_load(lablib.secrets_path(lablib.LAB_INVENTORY).read_text())
+    return yaml.safe_load(lablib.LAB_SECRETS.read_text())
 
 
 def test_every_host_certificate_names_its_host_and_chains_to_the_ca(stack):
-    pki = lablib.pki_path(lablib.LAB_INVENTORY)
+    pki = lablib.LAB_PKI
     ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
     for host in lablib.Lab().hosts:
         cert = x509.load_pem_x509_certificate((pki / "hosts" / f"{host}.crt").read_bytes())

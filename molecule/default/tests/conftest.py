@@ -1,8 +1,7 @@
 """testinfra fixtures for the lab: hosts by inventory name, and the controller's view of it.
 
 molecule runs these tests once per lab host (the `host` fixture); tests that look at the stack
-as a whole use `lab_host(name)` and the lab's loopback-published ports (nginx on 18080,
-Prometheus on 19090).
+as a whole use `lab_host(name)` and the lab's loopback-published ports (audit_devtools.lab).
 """
 
 import json

@@ -1,21 +1,19 @@
-"""The stack end to end, from the controller through lb1 (nginx's HTTPS on 127.0.0.1:18443,
-Prometheus on 127.0.0.1:19090): once, not per host."""
+"""The stack end to end, from the controller through lb1 (nginx's HTTPS and Prometheus, published
+on the controller's loopback: audit_devtools.lab knows where, for the lab AUDIT_LAB names): once,
+not per host."""
 
-import ssl
 import time
 import uuid
-from pathlib import Path
 
 import httpx
+from audit_devtools import lab as lablib
 
 testinfra_hosts = ["ansible://lb1"]
 
-LB_URL = "https://127.0.0.1:18443"
+LB_URL = lablib.LB_URL
 # nginx's certificate is checked against the lab's CA (made by the common role).
-LAB_TLS = ssl.create_default_context(
-    cafile=str(Path(__file__).parents[3] / "inventories" / "lab.pki" / "ca.crt")
-)
-PROMETHEUS_URL = "http://127.0.0.1:19090"
+LAB_TLS = lablib.lab_tls()
+PROMETHEUS_URL = lablib.PROMETHEUS_URL
 
 
 def test_events_through_nginx_are_stored_isolated_and_verifiable(lab_host, audit_cli):

@@ -31,6 +31,10 @@ import httpx
 from audit_devtools import ROOT
 
 LAB_INVENTORY = ROOT / "inventories" / "lab"
+# Which lab (inventories/lab/group_vars/all.yml): AUDIT_LAB names it, `lab` (the user's) unless set;
+# the test session sets `lab-test` (tests/conftest.py). AUDIT_LAB_PORT_OFFSET moves its ports.
+LAB_ID = os.environ.get("AUDIT_LAB") or "lab"
+PORT_OFFSET = int(os.environ.get("AUDIT_LAB_PORT_OFFSET") or 0)
 LOG_DIR = ROOT / ".cache" / "lab-logs"
 # The secrets the common role generates into the secrets file (the tests' own statement of it).
 SECRET_NAMES = [
@@ -63,15 +67,21 @@ def pki_path(inventory_dir: str | Path) -> Path:
     return inventory_dir.parent / f"{inventory_dir.name}.pki"
 
 
+# The lab's secrets file and CA (inventories/lab/group_vars/all.yml): inventories/lab.secrets.yml
+# and inventories/lab.pki for the user's lab.
+LAB_SECRETS = ROOT / "inventories" / f"{LAB_ID}.secrets.yml"
+LAB_PKI = ROOT / "inventories" / f"{LAB_ID}.pki"
+
 # nginx of the lab, as published on the controller's loopback (inventories/lab/hosts.yml): HTTPS,
-# and HTTP, which only redirects to it.
-LB_URL = "https://127.0.0.1:18443"
-LB_HTTP_URL = "http://127.0.0.1:18080"
+# and HTTP, which only redirects to it; Prometheus.
+LB_URL = f"https://127.0.0.1:{18443 + PORT_OFFSET}"
+LB_HTTP_URL = f"http://127.0.0.1:{18080 + PORT_OFFSET}"
+PROMETHEUS_URL = f"http://127.0.0.1:{19090 + PORT_OFFSET}"
 
 
 def lab_tls() -> ssl.SSLContext:
     """A TLS context trusting the lab's CA only: nginx's certificate names 127.0.0.1 too."""
-    return ssl.create_default_context(cafile=str(pki_path(LAB_INVENTORY) / "ca.crt"))
+    return ssl.create_default_context(cafile=str(LAB_PKI / "ca.crt"))
 
 
 def lb(**kwargs) -> httpx.Client:
@@ -270,8 +280,8 @@ class Lab:
         return sorted(self.hostvars)
 
     def container(self, host: str) -> str:
-        """The container behind an inventory host (its ansible_host)."""
-        return self.hostvars[host].get("ansible_host", host)
+        """The container behind an inventory host (its ansible_host, with the lab's id in it)."""
+        return self.hostvars[host].get("ansible_host", host).replace("{{ lab_id }}", LAB_ID)
 
     def exec(
         self, host: str, command: str | list[str], check: bool = True, timeout: float = 120
