@@ -19,6 +19,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -161,6 +162,35 @@ class PlaybookResult:
         return f"{shlex.join(self.args)} -> rc={self.rc} (log: {self.log})\n{self.tail()}"
 
 
+RUNBOOKS = ROOT / "playbooks" / "runbooks"
+
+
+def _reports_root() -> Path:
+    root = LOG_DIR / "reports"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@dataclass
+class RunbookResult(PlaybookResult):
+    """A runbook's run: the playbook's result and the report it left (docs/reports.md)."""
+
+    report: dict | None = None
+    report_dir: Path | None = None
+
+    def findings(self, **match) -> list[dict]:
+        """The report's findings whose fields equal every keyword given (host=, component=...)."""
+        found = (self.report or {}).get("findings", [])
+        return [f for f in found if all(f.get(k) == v for k, v in match.items())]
+
+    def describe(self) -> str:
+        findings = "\n".join(
+            f"  {f['severity']:8} {f['host']:6} {f['component']:10} {f['check']}: {f['summary']}"
+            for f in (self.report or {}).get("findings", [])
+        )
+        return f"{super().describe()}\nfindings:\n{findings or '  (none)'}"
+
+
 def run_playbook(
     playbook: str | Path,
     *args: str,
@@ -301,6 +331,20 @@ class Lab:
         """Run a playbook against the lab (see run_playbook for the keyword arguments)."""
         kwargs.setdefault("inventory", self.inventory)
         return run_playbook(playbook, *args, **kwargs)
+
+    def runbook(self, name: str, *args: str, **kwargs) -> RunbookResult:
+        """Run playbooks/runbooks/<name>.yml against the lab; the result holds the run's report.
+
+        The report goes to a directory of the run's own (AUDITLOG_REPORT_DIR), so that a result
+        never reads another run's report.
+        """
+        report_dir = Path(tempfile.mkdtemp(prefix="report-", dir=_reports_root()))
+        env = {**kwargs.pop("env", {}), "AUDITLOG_REPORT_DIR": str(report_dir)}
+        kwargs.setdefault("inventory", self.inventory)
+        run = run_playbook(RUNBOOKS / f"{name}.yml", *args, env=env, **kwargs)
+        reports = sorted(report_dir.glob("*-latest.json"))
+        report = json.loads(reports[0].read_text()) if reports else None
+        return RunbookResult(**vars(run), report=report, report_dir=report_dir)
 
 
 @contextmanager
