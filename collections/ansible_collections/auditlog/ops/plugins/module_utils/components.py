@@ -15,7 +15,7 @@ import json
 import os
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 # component -> unit (a glob for PostgreSQL's Debian cluster unit, resolved on the host), the
 # default ports (roles/*/defaults), and the other units that belong to it.
@@ -117,7 +117,7 @@ def postgresql_units_from_dirs(etc_dir="/etc/postgresql"):
         v = vc[0]
         return (int(v) if v.isdigit() else 0, v, vc[1] == "main")
 
-    return ["postgresql@%s-%s.service" % vc for vc in sorted(found, key=key, reverse=True)]
+    return ["postgresql@{}-{}.service".format(*vc) for vc in sorted(found, key=key, reverse=True)]
 
 
 def resolve_unit(component, units_on_host=None, etc_dir="/etc/postgresql"):
@@ -126,7 +126,7 @@ def resolve_unit(component, units_on_host=None, etc_dir="/etc/postgresql"):
     spec = COMPONENTS.get(component)
     if spec is None:
         raise ComponentError(
-            "unknown component %r: one of %s" % (component, ", ".join(COMPONENT_NAMES))
+            "unknown component {!r}: one of {}".format(component, ", ".join(COMPONENT_NAMES))
         )
     pattern = spec["unit"]
     if "*" not in pattern:
@@ -136,7 +136,7 @@ def resolve_unit(component, units_on_host=None, etc_dir="/etc/postgresql"):
     for unit in from_dirs + sorted(candidates, reverse=True):
         return unit
     raise ComponentError(
-        "no %s unit on this host (no cluster in %s, no unit matching %s)" % (component, etc_dir, pattern)
+        f"no {component} unit on this host (no cluster in {etc_dir}, no unit matching {pattern})"
     )
 
 
@@ -214,11 +214,11 @@ def is_crash_looping(state, restarts_threshold=3, previous=None):
 
 def describe_state(state):
     """`active (running)`, `failed (failed) status=1 restarts=4` ..."""
-    text = "%s (%s)" % (state.get("active_state"), state.get("sub_state"))
+    text = "{} ({})".format(state.get("active_state"), state.get("sub_state"))
     if state.get("exec_main_status"):
-        text += " status=%s" % state["exec_main_status"]
+        text += " status={}".format(state["exec_main_status"])
     if state.get("n_restarts"):
-        text += " restarts=%s" % state["n_restarts"]
+        text += " restarts={}".format(state["n_restarts"])
     return text
 
 
@@ -256,7 +256,7 @@ def parse_journal_json(text, default_unit=None):
         if usec is not None:
             try:
                 when = (
-                    datetime.fromtimestamp(int(usec) / 1e6, tz=timezone.utc)
+                    datetime.fromtimestamp(int(usec) / 1e6, tz=UTC)
                     .isoformat(timespec="milliseconds")
                     .replace("+00:00", "Z")
                 )
@@ -294,7 +294,7 @@ def journal_command(unit, since=None, lines=None, grep=None, priority=None):
 
 def journal_lines(entries):
     """Entries as log lines for a finding's evidence."""
-    return ["%s %s: %s" % (e.get("time") or "-", e.get("unit") or "-", e.get("message")) for e in entries]
+    return ["{} {}: {}".format(e.get("time") or "-", e.get("unit") or "-", e.get("message")) for e in entries]
 
 
 # -- backends ---------------------------------------------------------------------------------
@@ -382,7 +382,7 @@ class SystemdBackend(Backend):
             return []
         rc, out, err = self.run(["systemctl", "show", "-p", ",".join(SHOW_PROPERTIES), "--", *units])
         if rc != 0 and not out:
-            raise ComponentError("systemctl show failed: %s" % (err.strip() or "exit %s" % rc))
+            raise ComponentError("systemctl show failed: %s" % (err.strip() or f"exit {rc}"))
         states = parse_show(out)
         by_id = {s["unit"]: s for s in states}
         result = []
@@ -399,7 +399,9 @@ class SystemdBackend(Backend):
     def _systemctl(self, verb, target):
         rc, _out, err = self.run(["systemctl", verb, "--", target])
         if rc != 0:
-            raise ComponentError("systemctl %s %s failed: %s" % (verb, target, err.strip() or "exit %s" % rc))
+            raise ComponentError(
+                "systemctl {} {} failed: {}".format(verb, target, err.strip() or f"exit {rc}")
+            )
 
     def start(self, target):
         self._systemctl("start", target)
@@ -414,7 +416,7 @@ class SystemdBackend(Backend):
         rc, out, err = self.run(journal_command(target, since, lines, grep))
         # journalctl --grep exits 1 when nothing matches
         if rc != 0 and not out and err.strip() and "No entries" not in err:
-            raise ComponentError("journalctl -u %s failed: %s" % (target, err.strip()))
+            raise ComponentError(f"journalctl -u {target} failed: {err.strip()}")
         return parse_journal_json(out, default_unit=target)
 
 
@@ -439,5 +441,7 @@ def backend(mode, run, **kwargs):
     try:
         cls = BACKENDS[mode]
     except KeyError:
-        raise ComponentError("unknown mode %r: one of %s" % (mode, ", ".join(sorted(BACKENDS)))) from None
+        raise ComponentError(
+            "unknown mode {!r}: one of {}".format(mode, ", ".join(sorted(BACKENDS)))
+        ) from None
     return cls(run, **kwargs)

@@ -17,11 +17,38 @@ PROC = "/proc"
 
 # Filesystems that hold no disk space of their own (df -x would skip them).
 PSEUDO_FS = frozenset(
-    (
-        "autofs binfmt_misc bpf cgroup cgroup2 configfs debugfs devpts devtmpfs efivarfs fusectl "
-        "fuse.gvfsd-fuse fuse.lxcfs fuse.portal hugetlbfs mqueue nsfs proc pstore ramfs rpc_pipefs "
-        "securityfs selinuxfs squashfs sysfs tmpfs tracefs nfsd overlay.ro iso9660"
-    ).split()
+    [
+        "autofs",
+        "binfmt_misc",
+        "bpf",
+        "cgroup",
+        "cgroup2",
+        "configfs",
+        "debugfs",
+        "devpts",
+        "devtmpfs",
+        "efivarfs",
+        "fusectl",
+        "fuse.gvfsd-fuse",
+        "fuse.lxcfs",
+        "fuse.portal",
+        "hugetlbfs",
+        "mqueue",
+        "nsfs",
+        "proc",
+        "pstore",
+        "ramfs",
+        "rpc_pipefs",
+        "securityfs",
+        "selinuxfs",
+        "squashfs",
+        "sysfs",
+        "tmpfs",
+        "tracefs",
+        "nfsd",
+        "overlay.ro",
+        "iso9660",
+    ]
 )
 
 
@@ -106,9 +133,7 @@ def parse_meminfo(text):
 
 def _unescape_mount(field):
     # /proc/mounts escapes space, tab, newline and backslash as octal
-    return (
-        field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
-    )
+    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
 def parse_mounts(text, exclude_types=PSEUDO_FS):
@@ -299,7 +324,7 @@ def read_process(pid, proc=PROC):
         pid=int(pid),
         uid=uid,
         user=_user(uid),
-        cmdline=" ".join(args) if args else "[%s]" % stat["comm"],
+        cmdline=" ".join(args) if args else "[{}]".format(stat["comm"]),
         unit=unit,
     )
     return stat

@@ -21,7 +21,7 @@ description:
   - "Findings: an endpoint that cannot be reached is critical; a C(/api/v1/metrics/health) that
     says V(degraded) or V(unhealthy), or a component that is not healthy, is critical, naming the
     component; a request slower than O(slow_ms) is a warning."
-  - A probe: changes nothing, and an endpoint that does not answer is data (C(available=false)
+  - A probe, it changes nothing, and an endpoint that does not answer is data (C(available=false)
     and the error), not a failure.
 author:
   - audit-log project
@@ -88,11 +88,13 @@ options:
     default: 1000
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
-  - Standard library only (C(socket), C(ssl), C(http.client)): the target needs no C(requests).
+  - Standard library only (C(socket), C(ssl), C(http.client)), so the target needs no C(requests).
 seealso:
   - module: auditlog.ops.component
 """
@@ -127,7 +129,9 @@ endpoints:
           body: {"status": "ok"}
           timing: {"dns_ms": 0.1, "connect_ms": 0.2, "tls_ms": null, "ttfb_ms": 2.1, "total_ms": 2.3}
 status:
-  description: The worst C(status) any endpoint's C(/api/v1/metrics/health) gave (healthy, degraded, unhealthy), or null.
+  description:
+    - The worst C(status) any endpoint's C(/api/v1/metrics/health) gave (V(healthy), V(degraded),
+      V(unhealthy)), or null when none answered.
   returned: always
   type: str
 findings:
@@ -137,6 +141,7 @@ findings:
   elements: dict
 """
 
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import select  # noqa: E402
 import socket  # noqa: E402
@@ -174,7 +179,7 @@ def timed_get(url, path, headers=None, timeout=5.0, ssl_context=None, server_nam
     sock = None
     try:
         if scheme not in ("http", "https") or not host:
-            raise ValueError("not an http(s) URL: %s" % url)
+            raise ValueError(f"not an http(s) URL: {url}")
         infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
         t_dns = time.perf_counter()
         timing["dns_ms"] = _ms(t_dns - start)
@@ -190,7 +195,7 @@ def timed_get(url, path, headers=None, timeout=5.0, ssl_context=None, server_nam
                 sock.close()
                 sock = None
         if sock is None:
-            raise last_error or OSError("no address for %s" % host)
+            raise last_error or OSError(f"no address for {host}")
         t_conn = time.perf_counter()
         timing["connect_ms"] = _ms(t_conn - t_dns)
         if scheme == "https":
@@ -200,28 +205,30 @@ def timed_get(url, path, headers=None, timeout=5.0, ssl_context=None, server_nam
             timing["tls_ms"] = _ms(t_tls - t_conn)
         conn = HTTPConnection(host, port, timeout=timeout)
         conn.sock = sock
-        req_headers = {"Host": server_name or parts.netloc, "Accept": "application/json", "Connection": "close",
-                       "User-Agent": "auditlog.ops.api_health"}
+        req_headers = {
+            "Host": server_name or parts.netloc,
+            "Accept": "application/json",
+            "Connection": "close",
+            "User-Agent": "auditlog.ops.api_health",
+        }
         req_headers.update(headers or {})
         conn.request("GET", target, headers=req_headers)
         # the first byte of the answer: the socket turns readable
         readable, _w, _x = select.select([sock], [], [], timeout)
         if not readable and not (hasattr(sock, "pending") and sock.pending()):
-            raise TimeoutError("no answer within %ss" % timeout)
+            raise TimeoutError(f"no answer within {timeout}s")
         timing["ttfb_ms"] = _ms(time.perf_counter() - start)
         response = conn.getresponse()
         result["status_code"] = response.status
         result["headers"] = {k.lower(): v for k, v in response.getheaders()}
         result["body"] = response.read()
     except (OSError, HTTPException, ValueError, ssl.SSLError) as exc:
-        result["error"] = "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
+        result["error"] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     finally:
         timing["total_ms"] = _ms(time.perf_counter() - start)
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.close()
-            except OSError:
-                pass
     return result
 
 
@@ -254,15 +261,17 @@ def endpoint_findings(name, entry, slow_ms):
                 "critical",
                 component,
                 "reachable",
-                "%s (%s) cannot be reached: %s" % (name, entry["url"], first["error"]),
+                "{} ({}) cannot be reached: {}".format(name, entry["url"], first["error"]),
                 evidence={
                     "url": entry["url"],
-                    "failed": {path: {"error": c["error"], "timing": c["timing"]} for path, c in failed.items()},
+                    "failed": {
+                        path: {"error": c["error"], "timing": c["timing"]} for path, c in failed.items()
+                    },
                 },
             )
         )
     for path, check in entry["checks"].items():
-        where = "%s %s%s" % (name, entry["url"].rstrip("/"), path)
+        where = "{} {}{}".format(name, entry["url"].rstrip("/"), path)
         if check.get("error"):
             continue
         code = check.get("status_code")
@@ -272,9 +281,9 @@ def endpoint_findings(name, entry, slow_ms):
             down = []
             for cname, c in sorted((body.get("components") or {}).items()):
                 if isinstance(c, dict) and c.get("status") != "healthy":
-                    text = "%s %s" % (cname, c.get("status"))
+                    text = "{} {}".format(cname, c.get("status"))
                     if c.get("error"):
-                        text += " (%s)" % c["error"]
+                        text += " ({})".format(c["error"])
                     down.append((COMPONENT_NAMES.get(cname, cname), text))
             for cname, text in down:
                 out.append(
@@ -282,7 +291,7 @@ def endpoint_findings(name, entry, slow_ms):
                         "critical",
                         cname,
                         "api_health",
-                        "%s: the API is %s: %s" % (where, status, text),
+                        f"{where}: the API is {status}: {text}",
                         evidence={"status_code": code, "body": body},
                     )
                 )
@@ -292,7 +301,7 @@ def endpoint_findings(name, entry, slow_ms):
                         "critical",
                         "api",
                         "api_health",
-                        "%s: the API is %s" % (where, status),
+                        f"{where}: the API is {status}",
                         evidence={"status_code": code, "body": body},
                     )
                 )
@@ -303,7 +312,7 @@ def endpoint_findings(name, entry, slow_ms):
                         "info",
                         component,
                         "http_status",
-                        "%s answered %s (nginx serves it to nginx_internal_allow only)" % (where, code),
+                        f"{where} answered {code} (nginx serves it to nginx_internal_allow only)",
                         evidence={"status_code": code},
                         variable="nginx_internal_allow",
                     )
@@ -314,7 +323,7 @@ def endpoint_findings(name, entry, slow_ms):
                         "critical" if path in ("/health", HEALTH) else "warning",
                         component,
                         "http_status",
-                        "%s answered %s" % (where, code),
+                        f"{where} answered {code}",
                         evidence={"status_code": code, "body": body},
                     )
                 )
@@ -325,7 +334,7 @@ def endpoint_findings(name, entry, slow_ms):
                     "warning",
                     component,
                     "latency",
-                    "%s took %.0f ms (slow from %.0f ms)" % (where, total, slow_ms),
+                    f"{where} took {total:.0f} ms (slow from {slow_ms:.0f} ms)",
                     evidence={"timing": check["timing"], "status_code": code},
                 )
             )
@@ -336,9 +345,9 @@ def worst_status(endpoints):
     worst = None
     for entry in endpoints.values():
         body = (entry["checks"].get(HEALTH) or {}).get("body")
-        if isinstance(body, dict) and body.get("status") in STATUS_RANK:
-            if worst is None or STATUS_RANK[body["status"]] > STATUS_RANK[worst]:
-                worst = body["status"]
+        status = body.get("status") if isinstance(body, dict) else None
+        if status in STATUS_RANK and (worst is None or STATUS_RANK[status] > STATUS_RANK[worst]):
+            worst = status
     return worst
 
 
@@ -346,11 +355,23 @@ def probe(endpoints, paths, api_key=None, timeout=5.0, ssl_context=None, getter=
     """Ask every endpoint its paths; {name: entry} as the module returns it."""
     out = {}
     for ep in endpoints:
-        entry = {"url": ep["url"], "component": endpoint_component(ep), "checks": {}, "available": True, "error": None}
+        entry = {
+            "url": ep["url"],
+            "component": endpoint_component(ep),
+            "checks": {},
+            "available": True,
+            "error": None,
+        }
         for path in ep.get("paths") or paths:
             headers = {"X-API-Key": api_key} if api_key and path.startswith("/api/") else None
-            r = getter(ep["url"], path, headers=headers, timeout=timeout, ssl_context=ssl_context,
-                       server_name=ep.get("server_name"))
+            r = getter(
+                ep["url"],
+                path,
+                headers=headers,
+                timeout=timeout,
+                ssl_context=ssl_context,
+                server_name=ep.get("server_name"),
+            )
             check = {
                 "status_code": r["status_code"],
                 "timing": r["timing"],
@@ -392,15 +413,17 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     p = module.params
     try:
-        ctx = ssl.create_default_context(cafile=p["ca_file"]) if p["ca_file"] else ssl.create_default_context()
+        ctx = (
+            ssl.create_default_context(cafile=p["ca_file"]) if p["ca_file"] else ssl.create_default_context()
+        )
     except (OSError, ssl.SSLError) as exc:
-        module.fail_json(msg="ca_file %s cannot be used: %s" % (p["ca_file"], exc))
+        module.fail_json(msg="ca_file {} cannot be used: {}".format(p["ca_file"], exc))
     if not p["validate_certs"]:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     names = [ep["name"] for ep in p["endpoints"]]
     if len(set(names)) != len(names):
-        module.fail_json(msg="endpoints: each needs a name of its own, not %s" % ", ".join(names))
+        module.fail_json(msg="endpoints: each needs a name of its own, not {}".format(", ".join(names)))
     endpoints = probe(p["endpoints"], p["paths"], p["api_key"], p["timeout"], ctx)
     findings = []
     for name, entry in endpoints.items():

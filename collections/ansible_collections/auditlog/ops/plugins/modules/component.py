@@ -11,9 +11,9 @@ version_added: 0.3.0
 description:
   - Acts on one component of the stack (C(postgresql), C(redis), C(nats), C(api), C(worker),
     C(nginx), C(prometheus), C(alertmanager), the exporters, C(grafana)) by its name, whatever
-    the deploy mode: the module maps the component to what runs it (with O(mode=systemd), its
+    the deploy mode. The module maps the component to what runs it (with O(mode=systemd), its
     systemd unit, PostgreSQL's Debian cluster unit C(postgresql@<ver>-main) resolved on the host).
-  - O(state=status) is a probe: it reports the component's state and, with O(logs), its journal,
+  - O(state=status) is a probe. It reports the component's state and, with O(logs), its journal,
     and changes nothing. V(started), V(stopped) and V(restarted) act, and after a start or restart
     wait up to O(wait_seconds) for the component to be up (active, and staying so), else fail
     with the last lines of its journal.
@@ -93,8 +93,10 @@ options:
     default: 2
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - Runs C(systemctl) and C(journalctl); acting on units needs root (C(become)).
@@ -156,7 +158,8 @@ operation:
   returned: always
   type: str
 logs:
-  description: The journal entries (oldest first), each C(time) (UTC), C(unit), C(host), C(priority), C(message).
+  description:
+    - The journal entries (oldest first), each C(time) (UTC), C(unit), C(host), C(priority), C(message).
   returned: when O(logs=true)
   type: list
   elements: dict
@@ -199,7 +202,9 @@ def failure_lines(entries, n):
     return comp.journal_lines((picked or entries)[-n:])
 
 
-def component_findings(component, unit, status, journal, evidence_lines=15, previous=None, restarts_critical=3):
+def component_findings(
+    component, unit, status, journal, evidence_lines=15, previous=None, restarts_critical=3
+):
     """Findings about a component's state: crash loop or not active (critical)."""
     out = []
     if not status.get("exists"):
@@ -208,7 +213,7 @@ def component_findings(component, unit, status, journal, evidence_lines=15, prev
                 "critical",
                 component,
                 "unit_state",
-                "%s: unit %s does not exist on this host" % (component, unit),
+                f"{component}: unit {unit} does not exist on this host",
                 evidence={"status": status},
             )
         )
@@ -220,7 +225,7 @@ def component_findings(component, unit, status, journal, evidence_lines=15, prev
                 "critical",
                 component,
                 "crash_loop",
-                "%s (%s) keeps crashing: %s" % (component, unit, comp.describe_state(status)),
+                f"{component} ({unit}) keeps crashing: {comp.describe_state(status)}",
                 evidence={"status": status, "journal": failure_lines(journal, evidence_lines)},
             )
         )
@@ -230,7 +235,7 @@ def component_findings(component, unit, status, journal, evidence_lines=15, prev
                 "critical",
                 component,
                 "unit_state",
-                "%s (%s) is not running: %s" % (component, unit, comp.describe_state(status)),
+                f"{component} ({unit}) is not running: {comp.describe_state(status)}",
                 evidence={"status": status, "journal": comp.journal_lines(journal[-evidence_lines:])},
             )
         )
@@ -240,7 +245,11 @@ def component_findings(component, unit, status, journal, evidence_lines=15, prev
 def argument_spec():
     return {
         "name": {"type": "str", "required": True, "choices": comp.COMPONENT_NAMES},
-        "state": {"type": "str", "default": "status", "choices": ["status", "started", "stopped", "restarted"]},
+        "state": {
+            "type": "str",
+            "default": "status",
+            "choices": ["status", "started", "stopped", "restarted"],
+        },
         "mode": {"type": "str", "default": "systemd", "choices": ["systemd", "compose"]},
         "unit": {"type": "str"},
         "logs": {"type": "bool", "default": False},
@@ -272,7 +281,9 @@ def run_component(module, backend):
         if not module.check_mode:
             getattr(backend, operation)(target)
             if operation in ("start", "restart") and p["wait_seconds"] > 0:
-                ok, status = backend.wait_active(target, p["wait_seconds"], settle=min(2.0, p["wait_seconds"] / 2))
+                ok, status = backend.wait_active(
+                    target, p["wait_seconds"], settle=min(2.0, p["wait_seconds"] / 2)
+                )
                 waited = ok
             else:
                 status = backend.status(target)
@@ -307,14 +318,14 @@ def run_component(module, backend):
         # Stopped on purpose: only a unit that does not exist is worth a finding.
         findings = [f for f in findings if f["check"] != "unit_state" or not status.get("exists")]
     if operation != "none":
-        did = ("would %s" % operation) if module.check_mode else DONE[operation]
+        did = (f"would {operation}") if module.check_mode else DONE[operation]
         for f in findings:
-            f["remediation"] = "%s %s" % (did, target)
+            f["remediation"] = f"{did} {target}"
     result["findings"] = findings
 
     if waited is False:
         lines = failure_lines(evidence, p["evidence_lines"]) if evidence else []
-        result["msg"] = "%s (%s) is not up %ss after %s: %s%s" % (
+        result["msg"] = "{} ({}) is not up {}s after {}: {}{}".format(
             name,
             target,
             p["wait_seconds"],
@@ -332,7 +343,7 @@ def main():
 
     def run(argv):
         if not module.get_bin_path(argv[0]):
-            raise comp.ComponentError("%s not found: is this host run by systemd?" % argv[0])
+            raise comp.ComponentError(f"{argv[0]} not found: is this host run by systemd?")
         return module.run_command(argv, environ_update={"LC_ALL": "C", "SYSTEMD_COLORS": "0"})
 
     try:
@@ -348,7 +359,7 @@ def main():
                 mode=mode,
                 operation="none",
                 status=unavailable(exc),
-                findings=[finding("critical", name, "unit_state", "%s: state unknown: %s" % (name, exc))],
+                findings=[finding("critical", name, "unit_state", f"{name}: state unknown: {exc}")],
             )
         module.fail_json(msg=str(exc), component=name, mode=mode, findings=[])
 

@@ -105,8 +105,10 @@ options:
     default: 20
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - Standard library only; reads C(/proc), so Linux only. Run as root to see every process's
@@ -179,7 +181,8 @@ units:
   returned: always
   type: dict
 findings:
-  description: What is wrong, in the shape of module_utils/findings.py (severity, component, check, summary, evidence).
+  description:
+    - What is wrong, in the shape of module_utils/findings.py (severity, component, check, summary, evidence).
   returned: always
   type: list
   elements: dict
@@ -235,7 +238,7 @@ def host_findings(facts, thresholds=None):
                 sev,
                 "host",
                 "load",
-                "load %.2f on %s CPUs (%.2f per CPU)" % (load["1"], facts["cpu"]["count"], per_cpu),
+                "load {:.2f} on {} CPUs ({:.2f} per CPU)".format(load["1"], facts["cpu"]["count"], per_cpu),
                 evidence={"load": load, "cpu": facts.get("cpu")},
             )
         )
@@ -252,8 +255,9 @@ def host_findings(facts, thresholds=None):
                 sev,
                 "host",
                 "memory_available",
-                "%s%% of memory available (%s of %s)"
-                % (mem["available_percent"], _gib(mem["available_bytes"]), _gib(mem["total_bytes"])),
+                "{}% of memory available ({} of {})".format(
+                    mem["available_percent"], _gib(mem["available_bytes"]), _gib(mem["total_bytes"])
+                ),
                 evidence=mem,
             )
         )
@@ -266,8 +270,9 @@ def host_findings(facts, thresholds=None):
                     sev,
                     "host",
                     "swap_used",
-                    "%s%% of swap used (%s of %s)"
-                    % (swap["used_percent"], _gib(swap["used_bytes"]), _gib(swap["total_bytes"])),
+                    "{}% of swap used ({} of {})".format(
+                        swap["used_percent"], _gib(swap["used_bytes"]), _gib(swap["total_bytes"])
+                    ),
                     evidence=swap,
                 )
             )
@@ -278,7 +283,7 @@ def host_findings(facts, thresholds=None):
                     "warning",
                     "host",
                     "disk",
-                    "%s could not be read: %s" % (disk["mount"], disk.get("error")),
+                    "{} could not be read: {}".format(disk["mount"], disk.get("error")),
                     evidence=disk,
                 )
             )
@@ -290,8 +295,12 @@ def host_findings(facts, thresholds=None):
                     sev,
                     "host",
                     "disk_used",
-                    "%s is %s%% full (%s free of %s)"
-                    % (disk["mount"], disk["used_percent"], _gib(disk["available_bytes"]), _gib(disk["total_bytes"])),
+                    "{} is {}% full ({} free of {})".format(
+                        disk["mount"],
+                        disk["used_percent"],
+                        _gib(disk["available_bytes"]),
+                        _gib(disk["total_bytes"]),
+                    ),
                     evidence=disk,
                 )
             )
@@ -302,8 +311,9 @@ def host_findings(facts, thresholds=None):
                     sev,
                     "host",
                     "inodes_used",
-                    "%s has %s%% of its inodes used (%s free)"
-                    % (disk["mount"], disk["inodes_used_percent"], disk["inodes_free"]),
+                    "{} has {}% of its inodes used ({} free)".format(
+                        disk["mount"], disk["inodes_used_percent"], disk["inodes_free"]
+                    ),
                     evidence=disk,
                 )
             )
@@ -314,7 +324,7 @@ def host_findings(facts, thresholds=None):
                 "critical",
                 "host",
                 "unit_state",
-                "the stack's units could not be read: %s" % units.get("error"),
+                "the stack's units could not be read: {}".format(units.get("error")),
                 evidence=units,
             )
         )
@@ -327,7 +337,7 @@ def host_findings(facts, thresholds=None):
                         "critical",
                         component,
                         "unit_state",
-                        "unit %s does not exist on this host" % unit,
+                        f"unit {unit} does not exist on this host",
                         evidence=state,
                     )
                 )
@@ -337,7 +347,7 @@ def host_findings(facts, thresholds=None):
                         "critical",
                         component,
                         "unit_state",
-                        "%s is %s" % (unit, comp.describe_state(state)),
+                        f"{unit} is {comp.describe_state(state)}",
                         evidence=state,
                     )
                 )
@@ -348,9 +358,9 @@ def host_findings(facts, thresholds=None):
             continue
         heavy = []
         if row.get("cpu_percent") is not None and row["cpu_percent"] >= t["process_cpu_warning"]:
-            heavy.append("%s%% CPU" % row["cpu_percent"])
+            heavy.append("{}% CPU".format(row["cpu_percent"]))
         if row.get("memory_percent") is not None and row["memory_percent"] >= t["process_memory_warning"]:
-            heavy.append("%s%% of memory (%s)" % (row["memory_percent"], _gib(row["rss_bytes"])))
+            heavy.append("{}% of memory ({})".format(row["memory_percent"], _gib(row["rss_bytes"])))
         if heavy:
             seen.add(row["pid"])
             out.append(
@@ -358,8 +368,13 @@ def host_findings(facts, thresholds=None):
                     "warning",
                     "host",
                     "top_consumer",
-                    "pid %s (%s, user %s, %s) uses %s and is not one of the stack's processes"
-                    % (row["pid"], row["cmdline"][:200], row["user"], row.get("unit") or "no unit", " and ".join(heavy)),
+                    "pid {} ({}, user {}, {}) uses {} and is not one of the stack's processes".format(
+                        row["pid"],
+                        row["cmdline"][:200],
+                        row["user"],
+                        row.get("unit") or "no unit",
+                        " and ".join(heavy),
+                    ),
                     evidence=row,
                 )
             )
@@ -500,7 +515,7 @@ def main():
 
     def run(argv):
         if not module.get_bin_path(argv[0]):
-            raise comp.ComponentError("%s not found: is this host run by systemd?" % argv[0])
+            raise comp.ComponentError(f"{argv[0]} not found: is this host run by systemd?")
         return module.run_command(argv, environ_update={"LC_ALL": "C", "SYSTEMD_COLORS": "0"})
 
     exclude = frozenset(p["exclude_fs_types"]) if p["exclude_fs_types"] is not None else procfs.PSEUDO_FS

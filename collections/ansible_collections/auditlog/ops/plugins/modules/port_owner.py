@@ -36,7 +36,7 @@ options:
     default: {}
   terminate:
     description:
-      - End the foreign holders of the ports of O(ports) and O(expected). Destructive: off unless
+      - End the foreign holders of the ports of O(ports) and O(expected). Destructive, so off unless
         asked for.
     type: bool
     default: false
@@ -47,8 +47,10 @@ options:
     default: 5
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - Run as root (C(become)) to see the holders of every socket; a socket whose holder cannot be
@@ -88,7 +90,8 @@ ports:
       null), C(owners) (the distinct holding processes, as in RV(listeners)) and C(ok).
   returned: always
   type: dict
-  sample: {"8000": {"listening": true, "expected": "api", "ok": false, "owners": [{"pid": 812, "command": "python3"}]}}
+  sample:
+    "8000": {"listening": true, "expected": "api", "ok": false, "owners": [{"pid": 812, "command": "x"}]}
 terminated:
   description: The processes ended (in check mode, that would be ended), with C(signal) used.
   returned: always
@@ -117,8 +120,15 @@ def owner_info(pid, proc_reader):
     """A holder's description; a pid that is gone or unknown keeps just the pid."""
     p = proc_reader(pid) if pid is not None else None
     if p is None:
-        return {"pid": pid, "command": None, "cmdline": None, "user": None, "unit": None, "component": None,
-                "stack": False}
+        return {
+            "pid": pid,
+            "command": None,
+            "cmdline": None,
+            "user": None,
+            "unit": None,
+            "component": None,
+            "stack": False,
+        }
     component = comp.component_of_unit(p.get("unit"))
     return {
         "pid": pid,
@@ -134,8 +144,9 @@ def owner_info(pid, proc_reader):
 def describe_owner(o):
     if o.get("pid") is None:
         return "an unknown process"
-    return "pid %s (%s, user %s, %s)" % (o["pid"], o.get("cmdline") or o.get("command"), o.get("user"),
-                                         o.get("unit") or "no unit")
+    return "pid {} ({}, user {}, {})".format(
+        o["pid"], o.get("cmdline") or o.get("command"), o.get("user"), o.get("unit") or "no unit"
+    )
 
 
 def listeners_with_owners(listeners, owners_by_inode, proc_reader):
@@ -147,8 +158,11 @@ def listeners_with_owners(listeners, owners_by_inode, proc_reader):
         for pid in pids:
             if pid not in cache:
                 cache[pid] = owner_info(pid, proc_reader)
-            rows.append(dict({"port": sock["port"], "address": sock["address"], "family": sock["family"]},
-                             **cache[pid]))
+            rows.append(
+                dict(
+                    {"port": sock["port"], "address": sock["address"], "family": sock["family"]}, **cache[pid]
+                )
+            )
     return rows
 
 
@@ -159,7 +173,7 @@ def normalise_expected(expected):
         try:
             out[int(port)] = str(wanted)
         except (TypeError, ValueError):
-            raise ValueError("expected: %r is no port number" % (port,)) from None
+            raise ValueError(f"expected: {port!r} is no port number") from None
     return out
 
 
@@ -201,7 +215,7 @@ def port_findings(report):
                     "warning",
                     component,
                     "port_owner",
-                    "nothing listens on port %s (expected: %s)" % (port, wanted),
+                    f"nothing listens on port {port} (expected: {wanted})",
                     evidence=entry,
                 )
             )
@@ -213,7 +227,9 @@ def port_findings(report):
                     "critical",
                     component,
                     "port_owner",
-                    "port %s (expected: %s) is held by %s" % (port, wanted, ", ".join(describe_owner(o) for o in wrong)),
+                    "port {} (expected: {}) is held by {}".format(
+                        port, wanted, ", ".join(describe_owner(o) for o in wrong)
+                    ),
                     evidence=entry,
                 )
             )
@@ -237,7 +253,7 @@ def terminate(pids, grace, check_mode, kill=os.kill, alive=None, sleep=time.slee
             return True
         # a zombie is gone for our purpose
         try:
-            with open("/proc/%d/stat" % pid) as f:
+            with open(f"/proc/{pid}/stat") as f:
                 return procfs.parse_pid_stat(f.read())["state"] != "Z"
         except (OSError, ValueError):
             return False
@@ -281,7 +297,7 @@ def main():
         module.fail_json(msg=str(exc))
     for port in list(expected) + list(p["ports"] or []):
         if not 1 <= port <= 65535:
-            module.fail_json(msg="port %s is no port number (1-65535)" % port)
+            module.fail_json(msg=f"port {port} is no port number (1-65535)")
     if p["terminate"] and not (p["ports"] or expected):
         module.fail_json(msg="terminate needs the ports whose foreign holders to end: give ports or expected")
 
@@ -293,7 +309,9 @@ def main():
             listeners=unavailable(exc),
             ports={},
             terminated=[],
-            findings=[finding("critical", "host", "port_owner", "the listening sockets could not be read: %s" % exc)],
+            findings=[
+                finding("critical", "host", "port_owner", f"the listening sockets could not be read: {exc}")
+            ],
         )
     wanted_ports = set(p["ports"] or []) | set(expected)
     if wanted_ports:
@@ -317,17 +335,31 @@ def main():
             for pid, sig in outcome.items():
                 port, o = victims[pid]
                 terminated.append(dict(o, port=port, signal=sig))
-                text = ("would end %s with SIGTERM (SIGKILL after %ss)" % (describe_owner(o), p["grace_seconds"])
-                        if module.check_mode else "ended %s with %s" % (describe_owner(o), sig))
+                text = (
+                    "would end {} with SIGTERM (SIGKILL after {}s)".format(
+                        describe_owner(o), p["grace_seconds"]
+                    )
+                    if module.check_mode
+                    else f"ended {describe_owner(o)} with {sig}"
+                )
                 for f in findings:
-                    if f["evidence"] and f["evidence"].get("owners") and any(
-                        x["pid"] == pid for x in f["evidence"]["owners"]
+                    if (
+                        f["evidence"]
+                        and f["evidence"].get("owners")
+                        and any(x["pid"] == pid for x in f["evidence"]["owners"])
                     ):
                         f["remediation"] = text if not f["remediation"] else f["remediation"] + "; " + text
                 if not any(f["remediation"] and text in f["remediation"] for f in findings):
                     findings.append(
-                        finding("warning", "host", "port_owner", "port %s was held by %s" % (port, describe_owner(o)),
-                                evidence=report[port], remediation=text, variable=None)
+                        finding(
+                            "warning",
+                            "host",
+                            "port_owner",
+                            f"port {port} was held by {describe_owner(o)}",
+                            evidence=report[port],
+                            remediation=text,
+                            variable=None,
+                        )
                     )
     module.exit_json(
         changed=changed,
