@@ -159,6 +159,8 @@ def test_pid_stat_with_a_command_name_of_spaces_and_parentheses():
         ("0::/system.slice/docker-0123.scope\n", None),
         ("12:pids:/x\n1:name=systemd:/system.slice/nginx.service\n", "nginx.service"),
         ("0::/system.slice/docker-abc.scope/system.slice/redis-server.service\n", "redis-server.service"),
+        ("9:name=systemd:/docker/abc/system.slice/audit-api.service\n0::/\n", "audit-api.service"),
+        ("9:name=systemd:/docker/abc\n0::/docker/abc\n", None),
     ],
 )
 def test_cgroup_unit(text, unit):

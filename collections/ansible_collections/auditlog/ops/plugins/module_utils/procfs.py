@@ -274,17 +274,19 @@ def parse_pid_stat(text):
 
 def parse_cgroup_unit(text):
     """/proc/<pid>/cgroup -> the systemd unit the process runs in (the innermost .service or
-    .scope of its cgroup path), or None (a process in no unit, e.g. started by docker exec)."""
-    path = None
+    .scope of its cgroup path, in systemd's v1 hierarchy where there is one, else the unified
+    one), or None (a process in no unit, e.g. started by docker exec)."""
+    unified = systemd = None
     for line in text.splitlines():
         parts = line.split(":", 2)
         if len(parts) != 3:
             continue
         if parts[0] == "0" and parts[1] == "":
-            path = parts[2]
-            break
-        if "name=systemd" in parts[1] and path is None:
-            path = parts[2]
+            unified = parts[2]
+        elif "name=systemd" in parts[1].split(","):
+            systemd = parts[2]
+    # cgroup v1 (hybrid): systemd's own hierarchy names the unit; v2: the unified one.
+    path = systemd or unified
     if not path:
         return None
     unit = None
