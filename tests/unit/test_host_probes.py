@@ -4,9 +4,14 @@ on sample /proc text, systemctl and journalctl output, and fake commands; no sys
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
+import ssl
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
@@ -883,3 +888,59 @@ def test_timed_get_of_nothing_is_data_not_an_exception():
     r = api_health.timed_get("http://no-such-host.invalid", "/health", timeout=2)
     assert r["error"] and r["timing"]["connect_ms"] is None
     assert "not an http(s) URL" in api_health.timed_get("ftp://x", "/")["error"]
+
+
+@pytest.fixture
+def tls_server(tmp_path, http_server):
+    """The same server behind a TLS relay, with a self-signed certificate for 127.0.0.1."""
+    if not shutil.which("openssl"):
+        pytest.skip("needs openssl")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    url, _seen = http_server
+    backend_port = int(url.rsplit(":", 1)[1])
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def relay(a, b):
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        for s in (a, b):
+            with contextlib.suppress(OSError):
+                s.close()
+
+    def serve():
+        while True:
+            try:
+                raw, _addr = listener.accept()
+            except OSError:
+                return
+            try:
+                client = ctx.wrap_socket(raw, server_side=True)
+            except (OSError, ssl.SSLError):
+                raw.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", backend_port))
+            threading.Thread(target=relay, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=relay, args=(upstream, client), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"https://127.0.0.1:{port}", cert
+    listener.close()
+
+
+def test_timed_get_over_tls_checks_the_certificate(tls_server):
+    url, cert = tls_server
+    r = api_health.timed_get(url, "/health", ssl_context=ssl.create_default_context(cafile=str(cert)))
+    assert r["error"] is None and r["status_code"] == 200, r
+    assert r["timing"]["tls_ms"] is not None and r["timing"]["ttfb_ms"] <= r["timing"]["total_ms"]
+    # the system's CAs do not know this one: reported, not raised
+    r = api_health.timed_get(url, "/health", ssl_context=ssl.create_default_context(), timeout=3)
+    assert r["status_code"] is None and "CERTIFICATE_VERIFY_FAILED" in r["error"]
