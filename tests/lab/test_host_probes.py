@@ -96,7 +96,8 @@ def alive(lab, pid: int) -> bool:
 
 
 LISTENING = (
-    "import sys; print(any(l.split()[3] == '0A' and int(l.split()[1].rsplit(':', 1)[1], 16) == int(sys.argv[1])"
+    "import sys; print(any(l.split()[3] == '0A'"
+    " and int(l.split()[1].rsplit(':', 1)[1], 16) == int(sys.argv[1])"
     " for f in ('/proc/net/tcp', '/proc/net/tcp6') for l in open(f).readlines()[1:]))"
 )
 

@@ -88,10 +88,12 @@ options:
     default: 1000
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
+    description: >-
+      Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    description: >-
+      Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - Standard library only (C(socket), C(ssl), C(http.client)), so the target needs no C(requests).

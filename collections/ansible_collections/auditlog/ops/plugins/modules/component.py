@@ -93,10 +93,12 @@ options:
     default: 2
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
+    description: >-
+      Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    description: >-
+      Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - Runs C(systemctl) and C(journalctl); acting on units needs root (C(become)).

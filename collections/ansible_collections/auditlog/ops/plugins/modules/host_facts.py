@@ -105,10 +105,12 @@ options:
     default: 20
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
+    description: >-
+      Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    description: >-
+      Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - Standard library only; reads C(/proc), so Linux only. Run as root to see every process's

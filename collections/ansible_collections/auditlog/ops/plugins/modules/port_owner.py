@@ -47,10 +47,12 @@ options:
     default: 5
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
+    description: >-
+      Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    description: >-
+      Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - Run as root (C(become)) to see the holders of every socket; a socket whose holder cannot be
