@@ -23,8 +23,7 @@ description:
     component; a request slower than O(slow_ms) is a warning."
   - A probe, it changes nothing, and an endpoint that does not answer is data (C(available=false)
     and the error), not a failure.
-author:
-  - audit-log project
+author: audit-log project (!UNKNOWN)
 options:
   endpoints:
     description:

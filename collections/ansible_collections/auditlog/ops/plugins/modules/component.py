@@ -21,8 +21,7 @@ description:
     evidence; one that systemd keeps restarting (crash loop) is critical, with the journal lines
     that name the failure."
   - In check mode the module says what it would do (RV(operation)) and changes nothing.
-author:
-  - audit-log project
+author: audit-log project (!UNKNOWN)
 options:
   name:
     description:

@@ -18,8 +18,7 @@ description:
     thresholds given as options. A probe, it changes nothing (C(changed=false)).
   - Something that cannot be read (no systemd, a mount that does not answer) is returned as
     data (C(available=false) and the error), never as a failure.
-author:
-  - audit-log project
+author: audit-log project (!UNKNOWN)
 options:
   units:
     description:

@@ -20,8 +20,7 @@ description:
     stack's own units and not the expected owner is sent C(SIGTERM), then C(SIGKILL) after
     O(grace_seconds); the finding's C(remediation) records it. A process of one of the stack's
     units is never ended. In check mode the module reports whom it would end and ends nobody.
-author:
-  - audit-log project
+author: audit-log project (!UNKNOWN)
 options:
   ports:
     description:
