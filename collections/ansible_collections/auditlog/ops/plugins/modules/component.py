@@ -1,0 +1,369 @@
+#!/usr/bin/python
+# Copyright: the audit-log project
+# MIT License (see the repository's LICENSE)
+# Python 3 only, standard library only: the targets are Debian 12 and 13 (Python 3.11+).
+
+DOCUMENTATION = r"""
+---
+module: component
+short_description: Status, start, stop, restart and logs of a component of the audit-log stack
+version_added: 0.3.0
+description:
+  - Acts on one component of the stack (C(postgresql), C(redis), C(nats), C(api), C(worker),
+    C(nginx), C(prometheus), C(alertmanager), the exporters, C(grafana)) by its name, whatever
+    the deploy mode. The module maps the component to what runs it (with O(mode=systemd), its
+    systemd unit, PostgreSQL's Debian cluster unit C(postgresql@<ver>-main) resolved on the host).
+  - O(state=status) is a probe. It reports the component's state and, with O(logs), its journal,
+    and changes nothing. V(started), V(stopped) and V(restarted) act, and after a start or restart
+    wait up to O(wait_seconds) for the component to be up (active, and staying so), else fail
+    with the last lines of its journal.
+  - "Findings: a component that is not active is critical, with the last journal lines as
+    evidence; one that systemd keeps restarting (crash loop) is critical, with the journal lines
+    that name the failure."
+  - In check mode the module says what it would do (RV(operation)) and changes nothing.
+author: audit-log project (!UNKNOWN)
+options:
+  name:
+    description:
+      - The component.
+    type: str
+    required: true
+    choices: [alertmanager, api, grafana, nats, nginx, node_exporter, postgres_exporter, postgresql,
+              prometheus, redis, redis_exporter, worker]
+  state:
+    description:
+      - V(status) reports; V(started), V(stopped), V(restarted) act (V(restarted) always restarts).
+    type: str
+    choices: [status, started, stopped, restarted]
+    default: status
+  mode:
+    description:
+      - How the stack is deployed (C(audit_deploy_mode)). V(compose) is not implemented yet and
+        fails with a message saying so.
+    type: str
+    choices: [systemd, compose]
+    default: systemd
+  unit:
+    description:
+      - The unit to act on instead of the component's own (e.g. another PostgreSQL cluster,
+        C(postgresql@17-reports)).
+    type: str
+  logs:
+    description:
+      - Return the component's journal in RV(logs), as O(since), O(tail) and O(grep) select it.
+    type: bool
+    default: false
+  since:
+    description:
+      - Journal entries from this time on (C(journalctl --since), e.g. V(-15min), V(today),
+        V(2026-01-31 12:00)).
+    type: str
+  tail:
+    description:
+      - At most this many journal entries, the newest (C(journalctl --lines)).
+    type: int
+    default: 50
+  grep:
+    description:
+      - Only the entries whose message matches this regular expression (C(journalctl --grep)).
+    type: str
+  evidence_lines:
+    description:
+      - How many of the last journal lines a finding carries as evidence.
+    type: int
+    default: 15
+  restarts_critical:
+    description:
+      - The number of automatic restarts (C(NRestarts)) from which a unit that is not running
+        cleanly counts as crash-looping.
+    type: int
+    default: 3
+  wait_seconds:
+    description:
+      - After a start or restart, how long to wait for the component to be active and to stay so.
+        V(0) does not wait.
+    type: float
+    default: 30
+  crash_sample_seconds:
+    description:
+      - When the unit was restarted by systemd before, how long to watch whether C(NRestarts)
+        still climbs (a crash loop) before reporting. V(0) does not watch.
+    type: float
+    default: 2
+attributes:
+  check_mode:
+    description: >-
+      Can run in check mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: >-
+      Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+notes:
+  - Runs C(systemctl) and C(journalctl); acting on units needs root (C(become)).
+seealso:
+  - module: auditlog.ops.host_facts
+"""
+
+EXAMPLES = r"""
+- name: Is Redis up?
+  auditlog.ops.component:
+    name: redis
+  register: redis
+
+- name: Start PostgreSQL and wait for it
+  auditlog.ops.component:
+    name: postgresql
+    state: started
+    wait_seconds: 60
+  become: true
+
+- name: The API's errors of the last 15 minutes
+  auditlog.ops.component:
+    name: api
+    logs: true
+    since: -15min
+    grep: "ERROR|Traceback"
+    tail: 200
+"""
+
+RETURN = r"""
+component:
+  description: The component's name.
+  returned: always
+  type: str
+  sample: api
+mode:
+  description: The deploy mode.
+  returned: always
+  type: str
+  sample: systemd
+unit:
+  description: What runs the component (its systemd unit).
+  returned: always
+  type: str
+  sample: postgresql@17-main.service
+status:
+  description:
+    - The component's state after the action (in check mode, as it is). C(active), C(load_state),
+      C(active_state), C(sub_state), C(unit_file_state), C(main_pid), C(memory_current) (bytes),
+      C(n_restarts), C(exec_main_status), C(result), C(crash_loop).
+  returned: always
+  type: dict
+before:
+  description: The state before the action (the same keys as RV(status)).
+  returned: always
+  type: dict
+operation:
+  description: What was done, or in check mode would be done, V(start), V(stop), V(restart) or V(none).
+  returned: always
+  type: str
+logs:
+  description:
+    - The journal entries (oldest first), each C(time) (UTC), C(unit), C(host), C(priority), C(message).
+  returned: when O(logs=true)
+  type: list
+  elements: dict
+findings:
+  description: What is wrong (module_utils/findings.py), e.g. the unit inactive, or crash-looping.
+  returned: always
+  type: list
+  elements: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.auditlog.ops.plugins.module_utils import components as comp  # noqa: E402
+from ansible_collections.auditlog.ops.plugins.module_utils.findings import finding, unavailable  # noqa: E402
+
+DONE = {"start": "started", "stop": "stopped", "restart": "restarted"}
+
+
+def plan(state, status):
+    """The operation a wanted state needs from the current status: start, stop, restart or none."""
+    if state == "restarted":
+        return "restart"
+    if state == "started":
+        return "none" if status.get("active") else "start"
+    if state == "stopped":
+        stopped = status.get("active_state") in ("inactive", "failed")
+        return "none" if stopped else "stop"
+    return "none"
+
+
+def failure_lines(entries, n):
+    """The journal lines that name a failure: errors and systemd's own lines about the exit,
+    else the last ones."""
+    keywords = ("error", "fail", "invalid", "denied", "refused", "exited", "fatal", "traceback", "cannot")
+    picked = [
+        e
+        for e in entries
+        if e.get("priority") in ("emerg", "alert", "crit", "err", "warning")
+        or any(k in (e.get("message") or "").lower() for k in keywords)
+    ]
+    return comp.journal_lines((picked or entries)[-n:])
+
+
+def component_findings(
+    component, unit, status, journal, evidence_lines=15, previous=None, restarts_critical=3
+):
+    """Findings about a component's state: crash loop or not active (critical)."""
+    out = []
+    if not status.get("exists"):
+        out.append(
+            finding(
+                "critical",
+                component,
+                "unit_state",
+                f"{component}: unit {unit} does not exist on this host",
+                evidence={"status": status},
+            )
+        )
+        return out
+    crash = comp.is_crash_looping(status, restarts_critical, previous)
+    if crash:
+        out.append(
+            finding(
+                "critical",
+                component,
+                "crash_loop",
+                f"{component} ({unit}) keeps crashing: {comp.describe_state(status)}",
+                evidence={"status": status, "journal": failure_lines(journal, evidence_lines)},
+            )
+        )
+    elif not status.get("active"):
+        out.append(
+            finding(
+                "critical",
+                component,
+                "unit_state",
+                f"{component} ({unit}) is not running: {comp.describe_state(status)}",
+                evidence={"status": status, "journal": comp.journal_lines(journal[-evidence_lines:])},
+            )
+        )
+    return out
+
+
+def argument_spec():
+    return {
+        "name": {"type": "str", "required": True, "choices": comp.COMPONENT_NAMES},
+        "state": {
+            "type": "str",
+            "default": "status",
+            "choices": ["status", "started", "stopped", "restarted"],
+        },
+        "mode": {"type": "str", "default": "systemd", "choices": ["systemd", "compose"]},
+        "unit": {"type": "str"},
+        "logs": {"type": "bool", "default": False},
+        "since": {"type": "str"},
+        "tail": {"type": "int", "default": 50},
+        "grep": {"type": "str"},
+        "evidence_lines": {"type": "int", "default": 15},
+        "restarts_critical": {"type": "int", "default": 3},
+        "wait_seconds": {"type": "float", "default": 30},
+        "crash_sample_seconds": {"type": "float", "default": 2},
+    }
+
+
+def run_component(module, backend):
+    p = module.params
+    name = p["name"]
+    result = {"changed": False, "component": name, "mode": backend.mode, "operation": "none", "findings": []}
+    target = backend.target(name, p["unit"])
+    result["unit"] = target
+    before = backend.status(target)
+    before["crash_loop"] = comp.is_crash_looping(before, p["restarts_critical"])
+    result["before"] = before
+    operation = plan(p["state"], before)
+    result["operation"] = operation
+    status = before
+    waited = None
+    if operation != "none":
+        result["changed"] = True
+        if not module.check_mode:
+            getattr(backend, operation)(target)
+            if operation in ("start", "restart") and p["wait_seconds"] > 0:
+                ok, status = backend.wait_active(
+                    target, p["wait_seconds"], settle=min(2.0, p["wait_seconds"] / 2)
+                )
+                waited = ok
+            else:
+                status = backend.status(target)
+    previous = before
+    if operation == "none" and status.get("n_restarts") and p["crash_sample_seconds"] > 0:
+        # Restarted before: is systemd restarting it still (NRestarts climbing)?
+        backend.sleep(p["crash_sample_seconds"])
+        previous, status = status, backend.status(target)
+    status = dict(status, crash_loop=comp.is_crash_looping(status, p["restarts_critical"], previous))
+    result["status"] = status
+
+    needs_journal = not status.get("active") or status["crash_loop"] or waited is False
+    evidence = []
+    if needs_journal and status.get("exists"):
+        try:
+            evidence = backend.logs(target, lines=max(p["evidence_lines"] * 4, 50))
+        except comp.ComponentError as exc:
+            evidence = [{"time": None, "unit": target, "host": None, "priority": None, "message": str(exc)}]
+    if p["logs"]:
+        result["logs"] = backend.logs(target, since=p["since"], lines=p["tail"], grep=p["grep"])
+
+    findings = component_findings(
+        name,
+        target,
+        status,
+        evidence,
+        p["evidence_lines"],
+        previous if operation == "none" else None,
+        p["restarts_critical"],
+    )
+    if p["state"] == "stopped":
+        # Stopped on purpose: only a unit that does not exist is worth a finding.
+        findings = [f for f in findings if f["check"] != "unit_state" or not status.get("exists")]
+    if operation != "none":
+        did = (f"would {operation}") if module.check_mode else DONE[operation]
+        for f in findings:
+            f["remediation"] = f"{did} {target}"
+    result["findings"] = findings
+
+    if waited is False:
+        lines = failure_lines(evidence, p["evidence_lines"]) if evidence else []
+        result["msg"] = "{} ({}) is not up {}s after {}: {}{}".format(
+            name,
+            target,
+            p["wait_seconds"],
+            operation,
+            comp.describe_state(status),
+            "\n" + "\n".join(lines) if lines else "",
+        )
+        result["journal"] = lines
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+
+    def run(argv):
+        if not module.get_bin_path(argv[0]):
+            raise comp.ComponentError(f"{argv[0]} not found: is this host run by systemd?")
+        return module.run_command(argv, environ_update={"LC_ALL": "C", "SYSTEMD_COLORS": "0"})
+
+    try:
+        backend = comp.backend(module.params["mode"], run)
+        run_component(module, backend)
+    except comp.ComponentError as exc:
+        name, mode = module.params["name"], module.params["mode"]
+        if module.params["state"] == "status" and mode != "compose":
+            # A probe reports what it cannot reach as data.
+            module.exit_json(
+                changed=False,
+                component=name,
+                mode=mode,
+                operation="none",
+                status=unavailable(exc),
+                findings=[finding("critical", name, "unit_state", f"{name}: state unknown: {exc}")],
+            )
+        module.fail_json(msg=str(exc), component=name, mode=mode, findings=[])
+
+
+if __name__ == "__main__":
+    main()
