@@ -1,0 +1,38 @@
+"""What the runbook tests share: waiting for the stack to be healthy again, and the proof that a
+runbook, once the fault is gone, changes nothing (a second run, and a --check run)."""
+
+from __future__ import annotations
+
+import time
+
+from audit_devtools import lab as lablib
+
+
+def wait_healthy(timeout: float = 120) -> dict:
+    """Wait until the API, through nginx, reports every component healthy; return its answer."""
+    deadline = time.monotonic() + timeout
+    last: dict | str = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            r = lablib.lb_request("GET", "/api/v1/metrics/health", timeout=10)
+            last = r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text
+            if r.status_code == 200 and isinstance(last, dict) and last.get("status") == "healthy":
+                return last
+        except Exception as exc:  # noqa: BLE001 - anything short of healthy is "not yet"
+            last = repr(exc)
+        time.sleep(1)
+    raise AssertionError(f"the stack is not healthy after {timeout:.0f} s: {last}")
+
+
+def assert_changes_nothing(lab: lablib.Lab, runbook: str, **kwargs) -> lablib.RunbookResult:
+    """Run the runbook again, then with --check: neither changes anything; return the second run."""
+    again = lab.runbook(runbook, **kwargs)
+    assert again.ok and again.changed == 0, again.describe()
+    checked = lab.runbook(runbook, check=True, **kwargs)
+    assert checked.ok and checked.changed == 0, checked.describe()
+    assert checked.report and checked.report["check_mode"] is True, checked.describe()
+    return again
+
+
+def critical(run: lablib.RunbookResult, **match) -> list[dict]:
+    return run.findings(severity="critical", **match)
