@@ -10,7 +10,7 @@ class ModuleDocFragment:
 options:
   login_host:
     description:
-      - The server to connect to: a host name or address, or the directory of its Unix socket
+      - The server to connect to, a host name or address, or the directory of its Unix socket
         (a path starting with C(/)).
       - The module runs on the database host, so the default is the local socket, where
         O(login_user=postgres) logs in by peer authentication (run the task with C(become)).

@@ -23,7 +23,7 @@ options:
   user:
     description:
       - The ACL user to log in as (C(AUTH <user> <password>)). The default is the deployment's
-        admin user (role redis, C(redis_admin_user)): the service's own user may not run
+        admin user (role redis, C(redis_admin_user)), since the service's own user may not run
         C(CONFIG GET) or C(SCAN).
       - Empty, only the password is sent (C(AUTH <password>), the C(default) user).
     type: str

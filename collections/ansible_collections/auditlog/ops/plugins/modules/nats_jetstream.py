@@ -173,7 +173,7 @@ jetstream:
            "active_seconds": 0.2, "lag": 0}]}}
 streams:
   description:
-    - Per stream (JetStream API, the client port) its state and its consumers' state:
+    - Per stream (JetStream API, the client port) its state and its consumers' state, with
       C(num_pending) (not yet delivered), C(num_ack_pending) (delivered, awaiting an ack),
       C(num_redelivered), and C(last_delivered) / C(last_ack) times.
     - A dict with C(available=false) and C(error) when the client port cannot be used; empty

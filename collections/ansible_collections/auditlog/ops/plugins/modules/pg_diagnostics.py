@@ -155,7 +155,7 @@ server:
 readiness:
   description:
     - What C(pg_isready) would say. C(state) is V(accepting), V(rejecting) (up but not letting
-      anyone in: starting, stopping, out of connection slots), V(login_failed) (up, but this
+      anyone in, when starting, stopping or out of connection slots), V(login_failed) (up, but this
       login was refused) or V(no_response).
   returned: always
   type: dict
