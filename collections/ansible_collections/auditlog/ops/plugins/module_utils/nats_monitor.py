@@ -30,7 +30,7 @@ def monitor_base_url(params):
     scheme = "https" if params.get("monitor_ca_file") else "http"
     host = params.get("monitor_host") or params.get("server_host") or "127.0.0.1"
     if ":" in host and not host.startswith("["):
-        host = "[{}]".format(host)
+        host = f"[{host}]"
     return "{}://{}:{}".format(scheme, host, params.get("monitor_port") or 8222)
 
 
@@ -43,25 +43,25 @@ class Monitor:
             try:
                 self.context = ssl.create_default_context(cafile=ca_file)
             except (OSError, ssl.SSLError) as exc:
-                raise MonitorError("cannot load monitor_ca_file {}: {}".format(ca_file, exc)) from None
+                raise MonitorError(f"cannot load monitor_ca_file {ca_file}: {exc}") from None
 
     def get(self, endpoint, **query):
-        url = "{}/{}".format(self.base_url, endpoint)
+        url = f"{self.base_url}/{endpoint}"
         if query:
             url += "?" + urllib.parse.urlencode(query)
         try:
             with urllib.request.urlopen(url, timeout=self.timeout, context=self.context) as response:  # noqa: S310
                 body = response.read()
         except urllib.error.HTTPError as exc:
-            raise MonitorError("{}: HTTP {} {}".format(url, exc.code, exc.reason)) from None
+            raise MonitorError(f"{url}: HTTP {exc.code} {exc.reason}") from None
         except urllib.error.URLError as exc:
-            raise MonitorError("cannot read NATS monitoring at {}: {}".format(url, exc.reason)) from None
+            raise MonitorError(f"cannot read NATS monitoring at {url}: {exc.reason}") from None
         except (TimeoutError, OSError) as exc:
-            raise MonitorError("cannot read NATS monitoring at {}: {}".format(url, exc)) from None
+            raise MonitorError(f"cannot read NATS monitoring at {url}: {exc}") from None
         try:
             return json.loads(body.decode("utf-8"))
         except ValueError:
-            raise MonitorError("{}: not JSON (is it a NATS monitoring port?): {!r}".format(url, body[:120])) from None
+            raise MonitorError(f"{url}: not JSON (is it a NATS monitoring port?): {body[:120]!r}") from None
 
 
 # -- summaries -------------------------------------------------------------------------------------
@@ -277,6 +277,6 @@ def streams_state(client, names=None):
         if info is None:
             out.append({"name": name, "missing": True, "consumers": []})
             continue
-        consumers = _paged(client, "$JS.API.CONSUMER.LIST.{}".format(name), "consumers")
+        consumers = _paged(client, f"$JS.API.CONSUMER.LIST.{name}", "consumers")
         out.append(summarise_stream(info, sorted(consumers, key=lambda c: c.get("name") or "")))
     return out

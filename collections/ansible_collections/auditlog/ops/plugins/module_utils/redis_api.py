@@ -133,7 +133,7 @@ class RespReader:
         if kind == b"*":
             count = int(rest)
             return None if count < 0 else [self.read() for _ in range(count)]
-        raise ProtocolError("not a RESP2 reply: {!r}".format(line[:80]))
+        raise ProtocolError(f"not a RESP2 reply: {line[:80]!r}")
 
 
 def text(value):
@@ -188,7 +188,7 @@ def _number(value):
 def parse_config(reply):
     """CONFIG GET's flat [name, value, name, value ...] -> {name: value} (text)."""
     items = text(reply) or []
-    return dict(zip(items[::2], items[1::2]))
+    return dict(zip(items[::2], items[1::2], strict=False))
 
 
 # -- the client ------------------------------------------------------------------------------------
@@ -223,13 +223,13 @@ class RedisClient:
 
     @property
     def address(self):
-        return "{}:{}".format(self.host, self.port)
+        return f"{self.host}:{self.port}"
 
     def connect(self):
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except (TimeoutError, OSError) as exc:
-            raise RedisConnectionError("cannot connect to Redis at {}: {}".format(self.address, exc)) from None
+            raise RedisConnectionError(f"cannot connect to Redis at {self.address}: {exc}") from None
         sock.settimeout(self.timeout)
         if self.tls:
             sock = self._wrap(sock)
@@ -242,9 +242,9 @@ class RedisClient:
             if "max number of clients" in exc.message:
                 # Sent on accept, before any command is read: the server is full, not the login wrong.
                 raise RedisConnectionError(
-                    "Redis at {} rejected the connection: {} (maxclients)".format(self.address, exc.message)
+                    f"Redis at {self.address} rejected the connection: {exc.message} (maxclients)"
                 ) from None
-            raise RedisConnectionError("Redis at {}: {}".format(self.address, exc.message)) from None
+            raise RedisConnectionError(f"Redis at {self.address}: {exc.message}") from None
         return self
 
     def _login(self):
@@ -258,7 +258,7 @@ class RedisClient:
                 self.close()
                 raise RedisConnectionError(
                     "Redis at {} refused the login{}: {}".format(
-                        self.address, " of user {!r}".format(self.user) if self.user else "", exc.message
+                        self.address, f" of user {self.user!r}" if self.user else "", exc.message
                     )
                 ) from None
         self.command("PING")
@@ -271,38 +271,36 @@ class RedisClient:
         except (OSError, ssl.SSLError) as exc:
             sock.close()
             raise RedisConnectionError(
-                "cannot load the TLS files (ca_file {}, client_cert {}): {}".format(
-                    self.ca_file, self.client_cert, exc
-                )
+                f"cannot load the TLS files (ca_file {self.ca_file}, client_cert {self.client_cert}): {exc}"
             ) from None
         try:
             return context.wrap_socket(sock, server_hostname=self.host)
         except ssl.SSLCertVerificationError as exc:
             sock.close()
             raise RedisConnectionError(
-                "Redis at {}: its certificate does not verify ({}): give ca_file, the CA that signed"
-                " it, and a server_host named in it".format(self.address, exc.verify_message)
+                f"Redis at {self.address}: its certificate does not verify ({exc.verify_message}):"
+                " give ca_file, the CA that signed it, and a server_host named in it"
             ) from None
         except (OSError, ssl.SSLError) as exc:
             sock.close()
-            raise RedisConnectionError("Redis at {}: TLS handshake failed: {}".format(self.address, exc)) from None
+            raise RedisConnectionError(f"Redis at {self.address}: TLS handshake failed: {exc}") from None
 
     def _recv(self):
         try:
             return self.sock.recv(65536)
         except TimeoutError:
             raise RedisConnectionError(
-                "Redis at {} sent no reply within {}s".format(self.address, self.timeout)
+                f"Redis at {self.address} sent no reply within {self.timeout}s"
             ) from None
         except OSError as exc:
-            raise RedisConnectionError("Redis at {}: receive failed: {}".format(self.address, exc)) from None
+            raise RedisConnectionError(f"Redis at {self.address}: receive failed: {exc}") from None
 
     def command(self, *args):
         """Send one command, return its reply; an error reply raises RedisReplyError."""
         try:
             self.sock.sendall(encode_command(*args))
         except OSError as exc:
-            raise RedisConnectionError("Redis at {}: send failed: {}".format(self.address, exc)) from None
+            raise RedisConnectionError(f"Redis at {self.address}: send failed: {exc}") from None
         reply = self.reader.read()
         if isinstance(reply, RedisReplyError):
             raise reply

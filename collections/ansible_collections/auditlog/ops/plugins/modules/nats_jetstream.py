@@ -237,6 +237,15 @@ def _unavailable(value):
     return isinstance(value, dict) and value.get("available") is False
 
 
+def _consumer_evidence(s, c):
+    return (
+        f"stream {s['name']} messages {s['messages']}, last_seq {s['last_seq']};"
+        f" consumer {c['name']}: num_pending {c['num_pending']}, num_ack_pending {c['num_ack_pending']},"
+        f" num_redelivered {c['num_redelivered']}, delivered stream_seq {c['delivered_stream_seq']},"
+        f" last delivered {c['last_delivered']}"
+    )
+
+
 def diagnose(facts, params):
     out = []
     monitor_down = not facts.get("available")
@@ -298,7 +307,9 @@ def diagnose(facts, params):
                 "NATS has {} route(s), {} expected".format(routes.get("count", 0), expected),
                 evidence="routez: {}".format(
                     ", ".join(
-                        "{} {}:{}".format(r.get("remote_name") or r.get("remote_id"), r.get("ip"), r.get("port"))
+                        "{} {}:{}".format(
+                            r.get("remote_name") or r.get("remote_id"), r.get("ip"), r.get("port")
+                        )
                         for r in routes.get("list") or []
                     )
                     or "no routes"
@@ -360,7 +371,9 @@ def diagnose(facts, params):
                         "warning",
                         COMPONENT,
                         "meta_peers",
-                        "JetStream meta peer(s) offline or behind: {}".format(", ".join(p["name"] for p in lagging)),
+                        "JetStream meta peer(s) offline or behind: {}".format(
+                            ", ".join(p["name"] for p in lagging)
+                        ),
                         evidence="; ".join(
                             "{name}: current {current}, offline {offline}, last seen {active_seconds}s ago,"
                             " lag {lag}".format(**p)
@@ -370,14 +383,19 @@ def diagnose(facts, params):
                 )
         for kind in ("storage", "memory"):
             used, limit = js.get(kind + "_bytes"), js.get("max_" + kind)
-            if used is not None and limit and limit > 0 and float(used) / limit >= params["storage_warn_ratio"]:
+            if (
+                used is not None
+                and limit
+                and limit > 0
+                and float(used) / limit >= params["storage_warn_ratio"]
+            ):
                 out.append(
                     finding(
                         "warning",
                         COMPONENT,
                         "storage",
-                        "JetStream {} {:.0%} full".format(kind, float(used) / limit),
-                        evidence="jsz {0} {1} of max_{0} {2}".format(kind, used, limit),
+                        f"JetStream {kind} {float(used) / limit:.0%} full",
+                        evidence=f"jsz {kind} {used} of max_{kind} {limit}",
                     )
                 )
 
@@ -396,7 +414,12 @@ def diagnose(facts, params):
         for consumer in stream.get("consumers") or []:
             for field, option, check, what in (
                 ("num_pending", "pending_warn", "consumer_pending", "messages not yet delivered"),
-                ("num_ack_pending", "ack_pending_warn", "consumer_ack_pending", "messages awaiting their ack"),
+                (
+                    "num_ack_pending",
+                    "ack_pending_warn",
+                    "consumer_ack_pending",
+                    "messages awaiting their ack",
+                ),
                 ("num_redelivered", "redelivered_warn", "consumer_redelivered", "messages redelivered"),
             ):
                 value = consumer.get(field) or 0
@@ -409,12 +432,7 @@ def diagnose(facts, params):
                             "consumer {} of stream {}: {} {} (over {})".format(
                                 consumer["name"], stream["name"], value, what, params[option]
                             ),
-                            evidence="stream {s[name]} messages {s[messages]}, last_seq {s[last_seq]};"
-                            " consumer {c[name]}: num_pending {c[num_pending]}, num_ack_pending"
-                            " {c[num_ack_pending]}, num_redelivered {c[num_redelivered]}, delivered"
-                            " stream_seq {c[delivered_stream_seq]}, last delivered {c[last_delivered]}".format(
-                                s=stream, c=consumer
-                            ),
+                            evidence=_consumer_evidence(stream, consumer),
                         )
                     )
     return out

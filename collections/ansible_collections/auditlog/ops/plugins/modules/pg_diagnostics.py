@@ -298,7 +298,9 @@ def argument_spec():
         cache_hit_min_blocks=dict(type="int", default=100000),
         slow_statement_ms=dict(type="float", default=1000),
         statements_limit=dict(type="int", default=10),
-        statements_order_by=dict(type="str", default="mean_time", choices=["mean_time", "total_time", "calls"]),
+        statements_order_by=dict(
+            type="str", default="mean_time", choices=["mean_time", "total_time", "calls"]
+        ),
         tables_limit=dict(type="int", default=10),
         query_max_length=dict(type="int", default=300),
         settings=dict(type="list", elements="str", default=[]),
@@ -531,7 +533,8 @@ def diagnose(facts, params):
                 "checksums",
                 "{} data checksum failure(s): pages are corrupt".format(checksums["failures"]),
                 evidence="; ".join(
-                    "{database}: {failures} (last {last_failure})".format(**f) for f in checksums["by_database"]
+                    "{database}: {failures} (last {last_failure})".format(**f)
+                    for f in checksums["by_database"]
                 ),
             )
         )
@@ -547,9 +550,10 @@ def diagnose(facts, params):
         )
     cache = facts.get("cache") or {}
     hit_ratio = cache.get("hit_ratio")
-    if hit_ratio is not None and cache.get("blocks_hit", 0) + cache.get("blocks_read", 0) >= params[
-        "cache_hit_min_blocks"
-    ]:
+    if (
+        hit_ratio is not None
+        and cache.get("blocks_hit", 0) + cache.get("blocks_read", 0) >= params["cache_hit_min_blocks"]
+    ):
         severity = None
         if hit_ratio < params["cache_hit_warn_ratio"]:
             severity = "warning"
@@ -561,9 +565,11 @@ def diagnose(facts, params):
                     severity,
                     COMPONENT,
                     "cache_hit_ratio",
-                    "buffer cache hit ratio {:.1%}".format(hit_ratio),
+                    f"buffer cache hit ratio {hit_ratio:.1%}",
                     evidence="blocks hit {blocks_hit}, read {blocks_read}; by database {by_database};"
-                    " shared_buffers {sb}".format(sb=(facts.get("settings") or {}).get("shared_buffers"), **cache),
+                    " shared_buffers {sb}".format(
+                        sb=(facts.get("settings") or {}).get("shared_buffers"), **cache
+                    ),
                     variable="postgresql_shared_buffers",
                 )
             )
@@ -678,7 +684,9 @@ def statements_query(version_num, schema, order_by):
         total, mean, maxt = "total_exec_time", "mean_exec_time", "max_exec_time"
     else:
         total, mean, maxt = "total_time", "mean_time", "max_time"
-    return """
+    # The names are the module's own (the version's columns, _ORDER) and the extension's schema
+    # from pg_extension, quoted: no input of the user's is put into the text.
+    return f"""
 SELECT s.queryid::text AS queryid, r.rolname AS "user", d.datname AS database, s.calls,
        round(s.{mean}::numeric, 3)::float8 AS mean_ms,
        round(s.{total}::numeric, 3)::float8 AS total_ms,
@@ -691,9 +699,9 @@ SELECT s.queryid::text AS queryid, r.rolname AS "user", d.datname AS database, s
 FROM {schema}.pg_stat_statements AS s
 LEFT JOIN pg_roles AS r ON r.oid = s.userid
 LEFT JOIN pg_database AS d ON d.oid = s.dbid
-ORDER BY {order} DESC NULLS LAST
+ORDER BY {_ORDER[order_by]} DESC NULLS LAST
 LIMIT %s
-""".format(mean=mean, total=total, maxt=maxt, schema=schema, order=_ORDER[order_by])
+"""  # noqa: S608
 
 
 def _fetch(conn, sql, args=None):
@@ -708,7 +716,7 @@ def _safe(conn, what, func):
         return func()
     except postgres.psycopg2.Error as exc:
         message = (getattr(exc, "pgerror", None) or str(exc)).strip().splitlines()[0]
-        return unavailable("{}: {}".format(what, message))
+        return unavailable(f"{what}: {message}")
 
 
 def _statements(conn, params, version_num):
@@ -737,7 +745,9 @@ def _statements(conn, params, version_num):
         rows = _fetch(
             conn,
             statements_query(
-                version_num, '"{}"'.format(ext[0]["nspname"].replace('"', '""')), params["statements_order_by"]
+                version_num,
+                '"{}"'.format(ext[0]["nspname"].replace('"', '""')),
+                params["statements_order_by"],
             ),
             (params["statements_limit"],),
         )
@@ -832,7 +842,9 @@ def gather(params):
         else:
             facts["cache"] = cache_summary(stat_db)
             facts["checksums"] = checksums_summary(settings.get("data_checksums"), stat_db)
-        facts["statements"] = _safe(conn, "pg_stat_statements", lambda: _statements(conn, params, version_num))
+        facts["statements"] = _safe(
+            conn, "pg_stat_statements", lambda: _statements(conn, params, version_num)
+        )
     finally:
         conn.close()
     # Lists that came back unavailable (a dict) are reported as such; diagnose() skips them.
@@ -853,7 +865,7 @@ def main():
         )
     for option in ("connections_warn_ratio", "connections_critical_ratio", "cache_hit_warn_ratio"):
         if not 0 <= p[option] <= 1:
-            module.fail_json(msg="{} must be between 0 and 1, not {}".format(option, p[option]))
+            module.fail_json(msg=f"{option} must be between 0 and 1, not {p[option]}")
     facts = gather(p)
     view = dict(facts)
     for key in ("long_queries", "blocking"):

@@ -283,7 +283,13 @@ def diagnose(facts, params):
         else:
             check, what = "reachable", "cannot be reached"
         out.append(
-            finding("critical", COMPONENT, check, "Redis at {} {}".format(server.get("address"), what), evidence=error)
+            finding(
+                "critical",
+                COMPONENT,
+                check,
+                "Redis at {} {}".format(server.get("address"), what),
+                evidence=error,
+            )
         )
         return out
     memory = facts.get("memory") or {}
@@ -303,8 +309,10 @@ def diagnose(facts, params):
                     "Redis uses {} of maxmemory {} ({:.0%})".format(
                         memory.get("used_human"), memory.get("maxmemory_human"), ratio
                     ),
-                    evidence="used_memory {used_bytes}, maxmemory {maxmemory_bytes}, policy {maxmemory_policy},"
-                    " peak {peak_bytes}".format(**memory),
+                    evidence=(
+                        "used_memory {used_bytes}, maxmemory {maxmemory_bytes},"
+                        " policy {maxmemory_policy}, peak {peak_bytes}"
+                    ).format(**memory),
                     variable="redis_maxmemory",
                 )
             )
@@ -346,9 +354,9 @@ def diagnose(facts, params):
                 "{} of {} Redis clients in use ({:.0%})".format(
                     clients["connected"], clients["maxclients"], clients["used_ratio"]
                 ),
-                evidence="connected_clients {connected}, blocked_clients {blocked}, maxclients {maxclients}".format(
-                    **clients
-                ),
+                evidence=(
+                    "connected_clients {connected}, blocked_clients {blocked}, maxclients {maxclients}"
+                ).format(**clients),
             )
         )
     if stats.get("rejected_connections"):
@@ -376,7 +384,7 @@ def diagnose(facts, params):
                 "info",
                 COMPONENT,
                 "fragmentation",
-                "Redis memory fragmentation ratio {}".format(frag),
+                f"Redis memory fragmentation ratio {frag}",
                 evidence="mem_fragmentation_ratio {}, used_memory_rss {}, used_memory {}".format(
                     frag, memory.get("rss_bytes"), memory.get("used_bytes")
                 ),
@@ -414,7 +422,7 @@ def gather(client, params):
     except RedisConnectionError:
         raise
     except RedisError as exc:
-        facts["config"] = unavailable("CONFIG GET: {}".format(exc))
+        facts["config"] = unavailable(f"CONFIG GET: {exc}")
     return facts
 
 
