@@ -230,7 +230,7 @@ def argument_spec():
     return spec
 
 
-# -- pure logic: facts -> findings (tests/unit/test_nats_jetstream.py) -------------------------------
+# -- pure logic: facts -> findings (tests/unit/test_nats_jetstream_module.py) -------------------------------
 
 
 def _unavailable(value):

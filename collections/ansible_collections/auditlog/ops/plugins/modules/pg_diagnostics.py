@@ -308,7 +308,7 @@ def argument_spec():
     return spec
 
 
-# -- pure logic: rows in, facts and findings out (tests/unit/test_pg_diagnostics.py) -----------------
+# -- pure logic: rows in, facts and findings out (tests/unit/test_pg_diagnostics_module.py) -----------------
 
 
 def _cut(text, length):

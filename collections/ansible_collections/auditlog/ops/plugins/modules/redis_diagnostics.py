@@ -205,7 +205,7 @@ def argument_spec():
     return spec
 
 
-# -- pure logic: INFO in, facts and findings out (tests/unit/test_redis_diagnostics.py) -------------
+# -- pure logic: INFO in, facts and findings out (tests/unit/test_redis_diagnostics_module.py) -------------
 
 
 def _ratio(part, whole):
