@@ -21,10 +21,10 @@ description:
     and last activity.
   - Only reads; C(changed) is always false.
   - A monitoring port or client port that cannot be reached is returned as data
-    (RV(available=false), or RV(streams.available=false), with the error) and a critical
+    (RV(available=false), or C(available=false) in RV(streams), with the error) and a critical
     finding, not as a failed task.
 author:
-  - audit-log project
+  - audit-log project (!UNKNOWN)
 options:
   monitor_url:
     description:
@@ -90,12 +90,16 @@ options:
     type: float
     default: 0.8
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - auditlog.ops.nats
 attributes:
   check_mode:
     support: full
+    details: The module only reads; check mode changes nothing it does.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - name: Monitoring
     description: The endpoints this module reads.
@@ -128,7 +132,7 @@ available:
   type: bool
 error:
   description: Why it did not.
-  returned: when O(available) is false
+  returned: when RV(available) is false
   type: str
 monitor_url:
   description: The monitoring port's base URL used.
@@ -230,7 +234,7 @@ def argument_spec():
     return spec
 
 
-# -- pure logic: facts -> findings (tests/unit/test_nats_jetstream_module.py) -------------------------------
+# -- pure logic: facts -> findings (tests/unit/test_nats_jetstream_module.py)
 
 
 def _unavailable(value):

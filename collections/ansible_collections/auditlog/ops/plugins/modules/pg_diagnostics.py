@@ -22,7 +22,7 @@ description:
   - A server that does not answer, or refuses the login, is returned as RV(available=false) with
     the error and a critical finding, not as a failed task.
 author:
-  - audit-log project
+  - audit-log project (!UNKNOWN)
 options:
   long_query_seconds:
     description:
@@ -96,12 +96,16 @@ options:
     elements: str
     default: []
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - auditlog.ops.postgres
 attributes:
   check_mode:
     support: full
+    details: The module only reads; check mode changes nothing it does.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - name: The statistics views
     description: pg_stat_activity, pg_stat_database and friends.
@@ -145,7 +149,7 @@ available:
   type: bool
 error:
   description: Why it could not (the server's or libpq's message).
-  returned: when O(available) is false
+  returned: when RV(available) is false
   type: str
 server:
   description: Where the module connected to (host:port, or the socket file).
@@ -308,7 +312,7 @@ def argument_spec():
     return spec
 
 
-# -- pure logic: rows in, facts and findings out (tests/unit/test_pg_diagnostics_module.py) -----------------
+# -- pure logic: rows in, facts and findings out (tests/unit/test_pg_diagnostics_module.py)
 
 
 def _cut(text, length):

@@ -19,7 +19,7 @@ description:
   - A server that cannot be reached, or refuses the login, is returned as RV(available=false)
     with the error and a critical finding, not as a failed task.
 author:
-  - audit-log project
+  - audit-log project (!UNKNOWN)
 options:
   service_key_pattern:
     description:
@@ -35,7 +35,7 @@ options:
   scan_max_keys:
     description:
       - Stop counting after this many matching keys (the count is then a lower bound,
-        RV(service_keys.complete=false)).
+        C(complete=false) in RV(service_keys)).
     type: int
     default: 1000000
   memory_warn_ratio:
@@ -71,12 +71,16 @@ options:
     elements: str
     default: [maxmemory, maxmemory-policy, maxclients, timeout, appendonly, save]
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - auditlog.ops.redis
 attributes:
   check_mode:
     support: full
+    details: The module only reads; check mode changes nothing it does.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - name: INFO
     description: The fields this module reads.
@@ -108,7 +112,7 @@ available:
   type: bool
 error:
   description: Why it could not.
-  returned: when O(available) is false
+  returned: when RV(available) is false
   type: str
 server:
   description: The server's address, version, mode, role and uptime.
@@ -188,9 +192,9 @@ COMPONENT = "redis"
 def argument_spec():
     spec = redis_common_argument_spec()
     spec.update(
-        service_key_pattern=dict(type="str", default="audit:*"),
-        service_key_db=dict(type="int", default=0),
-        scan_max_keys=dict(type="int", default=1000000),
+        service_key_pattern=dict(type="str", default="audit:*", no_log=False),
+        service_key_db=dict(type="int", default=0, no_log=False),
+        scan_max_keys=dict(type="int", default=1000000, no_log=False),
         memory_warn_ratio=dict(type="float", default=0.8),
         memory_critical_ratio=dict(type="float", default=0.95),
         clients_warn_ratio=dict(type="float", default=0.8),
@@ -205,7 +209,7 @@ def argument_spec():
     return spec
 
 
-# -- pure logic: INFO in, facts and findings out (tests/unit/test_redis_diagnostics_module.py) -------------
+# -- pure logic: INFO in, facts and findings out (tests/unit/test_redis_diagnostics_module.py)
 
 
 def _ratio(part, whole):
