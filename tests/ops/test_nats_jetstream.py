@@ -165,6 +165,8 @@ def test_a_server_that_is_not_running_is_available_false():
     assert result["streams"]["available"] is False and f"127.0.0.1:{port}" in result["streams"]["error"]
     (only,) = result["findings"]
     assert only["severity"] == "critical" and only["component"] == "nats" and only["check"] == "reachable"
+    # The collection's action plugin (plugin_utils/findings_action.py) names the host.
+    assert only["host"] == "localhost"
 
 
 # -- a cluster of three: routes and the JetStream meta leader ----------------------------------------

@@ -253,6 +253,8 @@ def test_server_not_running_is_available_false():
         only["severity"] == "critical" and only["check"] == "readiness" and only["component"] == "postgresql"
     )
     assert f"127.0.0.1:{port}" in only["summary"]
+    # The collection's action plugin (plugin_utils/findings_action.py) names the host.
+    assert only["host"] == "localhost"
 
 
 def test_a_corrupt_page_is_a_critical_checksum_failure():

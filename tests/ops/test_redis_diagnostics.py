@@ -184,3 +184,5 @@ def test_a_stopped_redis_is_available_false():
     (only,) = result["findings"]
     assert only["severity"] == "critical" and only["component"] == "redis" and only["check"] == "reachable"
     assert only["evidence"] == result["error"]
+    # The collection's action plugin (plugin_utils/findings_action.py) names the host.
+    assert only["host"] == "localhost"
