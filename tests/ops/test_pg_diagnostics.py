@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from audit_devtools.stack import Postgres
 from support.modules import TARGET_PYTHON, run_module
+from support.pki import make_pki
 
 pytestmark = pytest.mark.skipif(
     subprocess.run([TARGET_PYTHON, "-c", "import psycopg2"], capture_output=True).returncode != 0,
@@ -32,8 +33,19 @@ def start_cluster() -> Postgres:
     # Under /tmp itself: the postgres user cannot traverse pytest's tmp_path (mode 0700, root's).
     pg = Postgres(Path(tempfile.mkdtemp(prefix="pg-diag-")), fsync=False)
     pg.init()
-    with open(pg.dir / "data" / "postgresql.conf", "a") as conf:
+    # TLS with a throwaway CA (for ssl_mode verify-full), and pg_stat_statements as the
+    # postgresql role configures them.
+    (pg.dir.parent / "pki").mkdir()
+    pg.pki = make_pki(pg.dir.parent / "pki")
+    data = pg.dir / "data"
+    for name, source in (("server.crt", pg.pki["server"]), ("server.key", pg.pki["server_key"])):
+        shutil.copy(source, data / name)
+        (data / name).chmod(0o600)
+        if pg.as_user:
+            shutil.chown(data / name, pg.as_user, pg.as_user)
+    with open(data / "postgresql.conf", "a") as conf:
         conf.write("shared_preload_libraries = 'pg_stat_statements'\n")
+        conf.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
     pg.start()
     pg.psql(f"CREATE DATABASE {DB}")
     pg.psql(
@@ -221,6 +233,19 @@ def test_over_the_socket_as_postgres(pg):
     rc, result, out = run_module("pg_diagnostics", {"login_host": str(pg.dir), "port": pg.port, "db": DB})
     assert rc == 0, out
     assert result["available"] and result["server"] == f"{pg.dir}/.s.PGSQL.{pg.port}"
+
+
+def test_over_tls_verify_full(pg):
+    tls = {"login_host": "localhost", "ssl_mode": "verify-full", "ca_cert": str(pg.pki["ca"])}
+    rc, result, out = diagnose(pg, **tls)
+    assert rc == 0, out
+    assert result["available"] and result["settings"]["ssl"] == "on"
+    # A CA that did not sign the server's certificate: the channel fails, not the login.
+    rc, result, out = diagnose(pg, **(tls | {"ca_cert": str(pg.pki["other-ca"])}))
+    assert rc == 0 and "Traceback" not in out, out
+    assert result["available"] is False and "certificate verify failed" in result["error"]
+    assert result["readiness"]["state"] == "tls_failed" and result["readiness"]["server_answered"]
+    assert checks(result) == {"tls": "critical"}
 
 
 def test_wrong_password_is_a_refused_login_not_a_crash(pg):

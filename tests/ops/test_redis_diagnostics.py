@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -186,3 +187,50 @@ def test_a_stopped_redis_is_available_false():
     assert only["evidence"] == result["error"]
     # The collection's action plugin (plugin_utils/findings_action.py) names the host.
     assert only["host"] == "localhost"
+
+
+# -- over TLS, with a client certificate -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_tls():
+    """redis-server on a TLS port only, asking clients for a certificate (tls-auth-clients yes)."""
+    from audit_devtools.stack import _terminate, free_port, wait_port
+    from support.pki import make_pki
+
+    root = Path(tempfile.mkdtemp(prefix="redis-tls-"))
+    pki = make_pki(root)
+    port, password = free_port(), "tls-test-password"
+    proc = subprocess.Popen(
+        [
+            shutil.which("redis-server"),
+            *("--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", ""),
+            *("--dir", str(root)),
+            *("--tls-cert-file", str(pki["server"]), "--tls-key-file", str(pki["server_key"])),
+            *("--tls-ca-cert-file", str(pki["ca"]), "--tls-auth-clients", "yes"),
+            *("--user", "default", "off", "--user", "audit-admin", "on", f">{password}", "~*", "&*", "+@all"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    yield port, password, pki
+    _terminate(proc)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_over_tls_with_a_client_certificate(redis_tls):
+    port, password, pki = redis_tls
+    tls = {"ca_file": str(pki["ca"]), "client_cert": str(pki["client"]), "client_key": str(pki["client_key"])}
+    args = {"server_host": "localhost", "server_port": port, "password": password, "timeout": 5}
+    rc, result, out = run_module("redis_diagnostics", args | tls)
+    assert rc == 0, out
+    assert result["available"] is True and result["config"]["available"] is True, result
+
+    # No client certificate: the server ends the handshake; a foreign CA: ours does not verify.
+    rc, result, out = run_module("redis_diagnostics", args | {"ca_file": str(pki["ca"])})
+    assert rc == 0 and result["available"] is False and "Traceback" not in out, out
+    assert checks(result) == {"reachable": "critical"}
+    rc, result, out = run_module("redis_diagnostics", args | tls | {"ca_file": str(pki["other-ca"])})
+    assert rc == 0 and result["available"] is False, out
+    assert "does not verify" in result["error"], result["error"]

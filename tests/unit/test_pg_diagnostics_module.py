@@ -132,6 +132,7 @@ def test_a_healthy_server_has_no_findings():
         ("no_response", "readiness", "does not answer"),
         ("rejecting", "readiness", "rejects connections"),
         ("login_failed", "auth", "refused the login of postgres"),
+        ("tls_failed", "tls", "the TLS connection failed"),
     ],
 )
 def test_not_ready_is_critical(state, check, words):
@@ -158,6 +159,8 @@ def test_not_ready_is_critical(state, check, words):
         ('FATAL:  password authentication failed for user "audit_user"', "login_failed"),
         ('FATAL:  no pg_hba.conf entry for host "10.0.0.9"', "login_failed"),
         ("timeout expired", "no_response"),
+        ("SSL error: certificate verify failed", "tls_failed"),
+        ('server certificate for "db1" does not match host name "db2"', "tls_failed"),
     ],
 )
 def test_readiness_from_libpq_errors(message, state):

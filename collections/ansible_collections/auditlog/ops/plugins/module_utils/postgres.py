@@ -102,6 +102,14 @@ _REJECTING = (
     "sorry, too many clients already",
     "remaining connection slots are reserved",
 )
+# TLS that failed before any login: the server answered, the channel could not be made safe.
+_TLS_FAILED = (
+    "certificate verify failed",
+    "does not match host name",
+    "server does not support ssl",
+    "root certificate file",
+    "certificate present, but not private key",
+)
 _LOGIN_FAILED = (
     "password authentication failed",
     "peer authentication failed",
@@ -117,13 +125,17 @@ _LOGIN_FAILED = (
 def readiness_from_error(message):
     """pg_isready's verdict for a connection error: the state and whether the server answered.
 
-    state: rejecting (up, not letting anyone in: starting, stopping, full), login_failed (up and
-    answering, but this login was refused), no_response (nothing there, or no answer in time).
+    state: rejecting (up, not letting anyone in: starting, stopping, full), tls_failed (up, but
+    the TLS connection asked for failed: the certificate does not verify, no TLS offered),
+    login_failed (up and answering, but this login was refused), no_response (nothing there, or
+    no answer in time).
     """
     text = (message or "").strip()
     low = text.lower()
     if any(marker in low for marker in _REJECTING):
         state = "rejecting"
+    elif any(marker in low for marker in _TLS_FAILED):
+        state = "tls_failed"
     elif any(marker in low for marker in _LOGIN_FAILED):
         state = "login_failed"
     else:

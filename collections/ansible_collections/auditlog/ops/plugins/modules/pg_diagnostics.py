@@ -159,8 +159,9 @@ server:
 readiness:
   description:
     - What C(pg_isready) would say. C(state) is V(accepting), V(rejecting) (up but not letting
-      anyone in, when starting, stopping or out of connection slots), V(login_failed) (up, but this
-      login was refused) or V(no_response).
+      anyone in, when starting, stopping or out of connection slots), V(tls_failed) (up, but the
+      TLS connection O(ssl_mode) asks for failed), V(login_failed) (up, but this login was refused)
+      or V(no_response).
   returned: always
   type: dict
   sample: {"ready": true, "state": "accepting", "server_answered": true, "in_recovery": false,
@@ -250,7 +251,7 @@ findings:
   description:
     - What is wrong, each a finding of module_utils/findings.py (severity, component
       C(postgresql), check, summary, evidence). Empty when all is well.
-    - Checks are C(readiness), C(connections), C(idle_in_transaction), C(long_query),
+    - Checks are C(readiness), C(auth), C(tls), C(connections), C(idle_in_transaction), C(long_query),
       C(blocking), C(checksums), C(cache_hit_ratio), C(slow_statement).
   returned: always
   type: list
@@ -450,12 +451,13 @@ def diagnose(facts, params):
         summary = {
             "rejecting": "PostgreSQL at {server} answers but rejects connections",
             "login_failed": "PostgreSQL at {server} refused the login of {user}",
+            "tls_failed": "PostgreSQL at {server}: the TLS connection failed",
         }.get(state, "PostgreSQL at {server} does not answer")
         out.append(
             finding(
                 "critical",
                 COMPONENT,
-                "auth" if state == "login_failed" else "readiness",
+                {"login_failed": "auth", "tls_failed": "tls"}.get(state, "readiness"),
                 summary.format(server=facts.get("server"), user=params.get("login_user")),
                 evidence=facts.get("error") or readiness.get("error"),
             )
