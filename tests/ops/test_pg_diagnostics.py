@@ -135,6 +135,7 @@ def test_healthy_server_facts_and_check_mode(pg):
     assert result["changed"] is False and result["available"] is True
     ready = result["readiness"]
     assert ready["ready"] and ready["state"] == "accepting" and ready["in_recovery"] is False
+    assert result["ready"] is True  # at the top level too, for until: loops
     assert ready["server_version"].split()[0] == pg.psql("SHOW server_version").split()[0]
     conns = result["connections"]
     assert conns["max_connections"] == 200 and conns["total"] >= 0
@@ -268,6 +269,7 @@ def test_server_not_running_is_available_false():
     )
     assert rc == 0 and "Traceback" not in out, out
     assert result["available"] is False and "Connection refused" in result["error"]
+    assert result["ready"] is False
     assert result["readiness"] == {
         "ready": False,
         "state": "no_response",

@@ -151,6 +151,12 @@ error:
   description: Why it could not (the server's or libpq's message).
   returned: when RV(available) is false
   type: str
+ready:
+  description:
+    - Whether the server accepts connections and this login (C(ready) of RV(readiness), at the top
+      level for C(until:) loops that wait for the server).
+  returned: always
+  type: bool
 server:
   description: Where the module connected to (host:port, or the socket file).
   returned: always
@@ -873,6 +879,7 @@ def main():
         if not 0 <= p[option] <= 1:
             module.fail_json(msg=f"{option} must be between 0 and 1, not {p[option]}")
     facts = gather(p)
+    facts["ready"] = bool((facts.get("readiness") or {}).get("ready"))
     view = dict(facts)
     for key in ("long_queries", "blocking"):
         if key in view:
