@@ -10,6 +10,8 @@ command -v nats-server >/dev/null || need_pkgs+=(nats-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v runuser >/dev/null || need_pkgs+=(util-linux)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
+# auditlog.ops.pg_diagnostics runs under the targets' /usr/bin/python3 with Debian's psycopg2.
+/usr/bin/python3 -c 'import psycopg2' 2>/dev/null || need_pkgs+=(python3-psycopg2)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "deps: installing Debian packages: ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive
