@@ -8,17 +8,14 @@ running one and is switched to only once it installed: a broken one leaves the r
 
 import json
 import shutil
-import threading
 import time
-import uuid
 
-import httpx
 import pytest
 from audit_devtools import lab as lablib
+from support.ingest import Sender, tenant_key
 
 pytestmark = pytest.mark.lab
 
-CLI = "set -a; . /etc/audit-service/audit-service.env; set +a; /opt/audit-service/bin/audit-service"
 APP_HOSTS = ["app1", "app2"]
 WHEELHOUSE = lablib.ROOT / ".cache" / "wheelhouse"
 
@@ -38,45 +35,6 @@ def unit_times(lab, host: str, unit: str) -> dict[str, int]:
 def stored(lab, tenant_id: str) -> list[str]:
     sql = f"SELECT event_id FROM audit_logs WHERE tenant_id = '{tenant_id}'"  # noqa: S608 (our UUID)
     return lab.exec("db1", f'runuser -u postgres -- psql -qAt -d audit_logs -c "{sql}"').stdout.split()
-
-
-class Sender(threading.Thread):
-    """Sends events through nginx until stopped; keeps every id acknowledged and every failure."""
-
-    def __init__(self, key: str):
-        super().__init__(daemon=True)
-        self.key = key
-        self.acked: list[str] = []
-        self.failures: list[str] = []
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        with lablib.lb(headers={"X-API-Key": self.key}) as client:
-            n = 0
-            while not self.stopped.is_set():
-                n += 1
-                try:
-                    if n % 2:
-                        r = client.post("/api/v1/audit/logs", json={"actor": f"u{n}", "action": "roll"})
-                        ids = [r.json()["id"]] if r.status_code == 202 else []
-                    else:
-                        events = [{"actor": f"u{n}-{i}", "action": "roll"} for i in range(5)]
-                        r = client.post("/api/v1/audit/logs/batch", json={"events": events})
-                        ids = r.json()["ids"] if r.status_code == 202 else []
-                except httpx.HTTPError as exc:
-                    self.failures.append(f"{type(exc).__name__}: {exc}")
-                    continue
-                if r.status_code == 202:
-                    self.acked.extend(ids)
-                else:
-                    self.failures.append(f"{r.status_code} {r.text[:200]}")
-                time.sleep(0.02)
-
-
-def tenant_key(lab) -> tuple[str, str]:
-    tenant = json.loads(lab.exec("app1", f"{CLI} create-tenant roll-{uuid.uuid4().hex[:8]}").stdout)
-    key = json.loads(lab.exec("app1", f"{CLI} create-api-key {tenant['tenant_id']}").stdout)["api_key"]
-    return tenant["tenant_id"], key
 
 
 def test_a_service_change_restarts_the_app_hosts_in_turn_and_no_request_fails(stack):

@@ -3,10 +3,25 @@ for, injected for real on the converged lab and healed before the next test."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from audit_devtools import lab as lablib
+from support.ingest import Sender, tenant_key
 from support.runbooks import assert_changes_nothing, critical, wait_healthy
 
 pytestmark = pytest.mark.lab
+
+
+def redis_cli(lab) -> str:
+    """redis-cli on mq1 as the admin user, over TLS (the password from the lab's secrets file)."""
+    import yaml
+
+    password = yaml.safe_load(lablib.LAB_SECRETS.read_text())["audit_redis_admin_password"]
+    return (
+        f"REDISCLI_AUTH={password} redis-cli --no-auth-warning --user audit-admin -h 127.0.0.1"
+        " --tls --cacert /etc/redis/tls/ca.crt"
+    )
 
 
 def test_services_wont_start_ends_a_foreign_process_on_the_api_port_only_when_asked(lab, stack):
@@ -100,4 +115,105 @@ def test_database_connection_starts_postgresql_and_resets_a_changed_password_onl
     assert amcheck and amcheck[0]["severity"] == "info", reset.describe()
     wait_healthy()
     again = assert_changes_nothing(lab, "common/database_connection", extra_vars={"database_amcheck": False})
+    assert critical(again) == [], again.describe()
+
+
+def test_high_memory_names_a_hungry_foreign_process_and_clears_only_the_service_cache(lab, stack):
+    hog = "python3 -c 'import time; b = bytearray(1500 * 2**20); time.sleep(600)'"
+    lab.exec("app1", f"setsid {hog} >/dev/null 2>&1 < /dev/null &")
+    # Some cached query results, and a key of someone else's that must survive.
+    _, key = tenant_key(lab)
+    for _ in range(3):
+        lablib.lb_request("GET", "/api/v1/audit/logs", headers={"X-API-Key": key})
+    redis = redis_cli(lab)
+    lab.exec("mq1", f"{redis} SET foreign:key keep >/dev/null")
+    try:
+        run = lab.runbook("common/high_memory", extra_vars={"high_memory_clear_cache": True})
+        assert run.ok, run.describe()
+        hungry = [f for f in run.findings(host="app1", check="top_consumer") if "bytearray" in f["summary"]]
+        assert hungry and "pid" in hungry[0]["summary"], run.describe()
+        cleared = run.findings(host="mq1", check="cache_cleared")
+        assert cleared and cleared[0]["remediation"], run.describe()
+        left = lab.exec("mq1", f"{redis} --scan --pattern 'audit:q:*' | wc -l").stdout.strip()
+        assert left == "0", left
+        assert lab.exec("mq1", f"{redis} GET foreign:key").stdout.strip() == "keep"
+    finally:
+        lab.exec("app1", "pkill -f bytearray", check=False)
+        lab.exec("mq1", f"{redis} DEL foreign:key >/dev/null", check=False)
+    again = assert_changes_nothing(lab, "common/high_memory", extra_vars={"high_memory_clear_cache": True})
+    assert critical(again) == [], again.describe()
+
+
+def test_high_memory_applies_pool_and_memory_limits_rolling_while_ingest_answers(lab, stack):
+    settings = {
+        "audit_database_pool_size": 3,
+        "audit_api_memory_max": "768M",
+        "audit_worker_memory_max": "512M",
+    }
+    _, key = tenant_key(lab)
+    sender = Sender(key)
+    sender.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(sender.acked) < 10 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sender.acked, f"ingest did not start: {sender.failures[:5]}"
+        extra = {"high_memory_apply": True, **settings}
+        run = lab.runbook(
+            "common/high_memory", limit="audit_api:audit_worker:audit_cache:localhost", extra_vars=extra
+        )
+        acked_during = len(sender.acked)
+    finally:
+        sender.stopped.set()
+        sender.join(60)
+    assert run.ok and run.changed > 0, run.describe()
+    assert sender.failures == [], sender.failures[:10]
+    assert acked_during > 50, "too little ingest during the rolling restart to show anything"
+    named = run.findings(host="app1", check="settings_applied")
+    assert named and "audit_database_pool_size" in named[0]["variable"], run.describe()
+    for host in ("app1", "app2"):
+        env = lab.exec(host, "cat /etc/audit-service/audit-service.env").stdout
+        assert "DATABASE_POOL_SIZE=3" in env, env
+        assert lab.exec(host, "systemctl show -p MemoryMax --value audit-api").stdout.strip() == str(
+            768 * 2**20
+        )
+    # The lab's own settings back (the inventory has none of these): a converge of the app hosts.
+    back = lab.playbook("playbooks/site.yml", limit="audit_api:audit_worker:localhost")
+    assert back.ok, back.describe()
+    assert "DATABASE_POOL_SIZE=5" in lab.exec("app1", "cat /etc/audit-service/audit-service.env").stdout
+    wait_healthy()
+
+
+def test_api_timeouts_finds_a_dropped_index_and_rebuilds_it_from_the_migration(lab, stack):
+    psql = "runuser -u postgres -- psql -d audit_logs -tAc"
+    _, key = tenant_key(lab)
+    lab.exec("db1", f"{psql} 'DROP INDEX idx_audit_logs_tenant_created'")
+    try:
+        for _ in range(5):
+            lablib.lb_request("GET", "/api/v1/audit/logs", headers={"X-API-Key": key})
+        run = lab.runbook("common/api_timeouts")
+        assert run.ok and run.changed == 0, run.describe()
+        missing = critical(run, host="db1", check="missing_index")
+        assert [f for f in missing if "idx_audit_logs_tenant_created" in f["summary"]], run.describe()
+        assert "(tenant_id, created_at)" in missing[0]["evidence"]["definition"]
+        top = run.findings(host="db1", check="top_statements")
+        assert top and "audit_logs" in str(top[0]["evidence"]), run.describe()
+        timing = [f for f in run.report["findings"] if f["host"] in ("app1", "lb1")]
+        assert timing == [] or all(f["severity"] != "critical" for f in timing), run.describe()
+
+        fixed = lab.runbook("common/api_timeouts", extra_vars={"api_timeouts_rebuild_indexes": True})
+        assert fixed.ok and fixed.changed > 0, fixed.describe()
+    finally:
+        index = "idx_audit_logs_tenant_created ON audit_logs (tenant_id, created_at)"
+        lab.exec("db1", f"{psql} 'CREATE INDEX IF NOT EXISTS {index}'")
+    definition = lab.exec(
+        "db1", f"{psql} \"SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_audit_logs_tenant_created'\""
+    )
+    assert "(tenant_id, created_at)" in definition.stdout, definition.stdout
+    recent = "last_analyze > now() - interval '15 minutes'"
+    sql = f"SELECT count(*) FROM pg_stat_user_tables WHERE relname LIKE 'audit_logs%' AND {recent}"
+    assert int(lab.exec("db1", f'{psql} "{sql}"').stdout.strip()) > 0, "ANALYZE did not run"
+    again = assert_changes_nothing(
+        lab, "common/api_timeouts", extra_vars={"api_timeouts_rebuild_indexes": True}
+    )
     assert critical(again) == [], again.describe()
