@@ -16,7 +16,7 @@ description:
     fast it resolved; and the resolver's configuration (nameservers, search domains, the
     nsswitch C(hosts) line).
   - "Findings: a name that does not resolve is critical; a name that resolves to an address not in
-    its O(names[].expected) addresses, or that a hosts-file line maps to such an address, is
+    its C(expected) addresses, or that a hosts-file line maps to such an address, is
     critical, naming the wrong address and the line responsible."
   - With O(fix_hosts_file=true), each hosts-file line that maps a name to an address not expected
     loses that name (the line keeps its other names; a line left without names is removed). Lines
