@@ -83,8 +83,17 @@ def servers(pki):
             os.chown(data / name, user.pw_uid, user.pw_gid)
     with open(data / "postgresql.conf", "a") as conf:
         conf.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+    # Two roles that log in with md5 and with a cleartext password, as older deployments do.
+    hba = data / "pg_hba.conf"
+    hba.write_text(
+        "host all audit_md5 127.0.0.1/32 md5\nhost all audit_clear 127.0.0.1/32 password\n" + hba.read_text()
+    )
     pg.start()
     pg.create_database("audit_logs")
+    pg.psql(
+        f"SET password_encryption = 'md5'; CREATE ROLE audit_md5 LOGIN PASSWORD '{pg.password}';"
+        f" CREATE ROLE audit_clear LOGIN PASSWORD '{pg.password}'"
+    )
     redis = Redis(root)
     redis.start()
     nats = Nats(root)
@@ -239,3 +248,69 @@ def test_an_unresolvable_host_fails_at_resolve(servers):
     assert rc == 0, out
     assert result["redis"]["stage_failed"] == "resolve"
     assert result["findings"][0]["check"] == "link_resolve"
+
+
+@pytest.mark.parametrize(("role", "method"), [("audit_md5", "md5"), ("audit_clear", "password")])
+def test_postgres_md5_and_cleartext_logins(servers, role, method):
+    args = links_args(servers, postgres={"user": role, "ssl_mode": "disable"}, redis=None, nats=None)
+    rc, result, out = run_module("auditlog.ops.service_links", args)
+    assert rc == 0, out
+    assert result["postgres"]["available"] is True, result["postgres"]
+    assert result["postgres"]["auth_method"] == method and result["postgres"]["tls"] is None
+    args["postgres"]["password"] = "wrong"
+    rc, result, out = run_module("auditlog.ops.service_links", args)
+    assert result["postgres"]["server_error"]["code"] == "28P01"
+
+
+@pytest.fixture(scope="module")
+def nats_tls(tmp_path_factory, pki):
+    server = Nats(
+        tmp_path_factory.mktemp("nats-tls"),
+        tls={"cert": pki["server"], "key": pki["server_key"], "ca": pki["ca"]},
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_nats_over_tls_with_and_without_a_client_certificate(nats_tls, pki):
+    nats = {
+        "servers": [f"localhost:{nats_tls.port}"],
+        "user": "audit",
+        "password": nats_tls.password,
+        "ca_file": str(pki["ca"]),
+        "client_cert": str(pki["client"]),
+        "client_key": str(pki["client_key"]),
+    }
+    args = {"nats": nats, "timeout": 5, "cert_warning_days": 0}
+    rc, result, out = run_module("auditlog.ops.service_links", args)
+    assert rc == 0, out
+    facts = result["nats"]
+    assert facts["available"] is True, facts
+    assert facts["tls"]["verified"] is True and facts["tls"]["subject"] == "commonName=localhost"
+    assert facts["tls_ms"] is not None
+    # Without the client certificate the server ends the session (with TLS 1.3 at the first read
+    # after the handshake): stage tls all the same.
+    args["nats"] = {k: v for k, v in nats.items() if k not in ("client_cert", "client_key")}
+    rc, result, out = run_module("auditlog.ops.service_links", args)
+    assert rc == 0 and "Traceback" not in out, out
+    assert result["nats"]["available"] is False and result["nats"]["stage_failed"] == "tls", result["nats"]
+    assert "client certificate" in result["nats"]["error"]
+    (found,) = result["findings"]
+    assert found["severity"] == "critical" and found["check"] == "link_tls"
+    # A CA that did not sign the server's certificate: the verification error, by name.
+    args["nats"] = {**nats, "ca_file": str(pki["other-ca"])}
+    rc, result, out = run_module("auditlog.ops.service_links", args)
+    assert result["nats"]["stage_failed"] == "tls"
+    assert result["nats"]["tls"]["verify_error"] == "unable to get local issuer certificate"
+
+
+def test_runs_on_the_targets_python_standard_library_only(servers):
+    """The module on /usr/bin/python3 (Debian's, no venv): what app hosts run."""
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("no /usr/bin/python3")
+    rc, result, out = run_module(
+        "auditlog.ops.service_links", links_args(servers), "-e", "ansible_python_interpreter=/usr/bin/python3"
+    )
+    assert rc == 0 and result["findings"] == [], out
+    assert all(result[link]["available"] for link in ("postgres", "redis", "nats"))

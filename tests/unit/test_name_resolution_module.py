@@ -166,3 +166,9 @@ def test_write_atomic_writes_in_place_on_a_bind_mount(tmp_path, monkeypatch):
     assert hf.write_atomic(str(path), "10.20.0.11 db1\n") is True
     assert path.read_text() == "10.20.0.11 db1\n" and path.stat().st_ino == inode
     assert os.listdir(tmp_path) == ["hosts"]
+
+
+def test_an_unreadable_resolver_file_is_a_warning():
+    (found,) = hf.config_findings(["cannot read /etc/resolv.conf"])
+    assert found["severity"] == "warning" and found["check"] == "resolver_config"
+    assert found["summary"] == "cannot read /etc/resolv.conf"

@@ -392,6 +392,13 @@ def name_findings(facts_by_name, hosts_file):
     return out
 
 
+def config_findings(errors):
+    """A resolver file that cannot be read (the hosts file, resolv.conf, nsswitch.conf) -> warning."""
+    return [
+        finding("warning", COMPONENT, "resolver_config", error, evidence={"error": error}) for error in errors
+    ]
+
+
 def attach_remediation(findings, changes, hosts_file, check_mode, verified=None):
     """Record in each finding of a name what the fix did (or, in check mode, would do)."""
     for item in findings:

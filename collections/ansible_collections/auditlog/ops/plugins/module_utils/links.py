@@ -143,6 +143,16 @@ def start_tls(sock, context, host, address, facts):
     return tls
 
 
+def tls_refused(address, exc):
+    """An SSL error after the handshake: with TLS 1.3 the server checks the client's certificate
+    after the client thinks the handshake is done, so its refusal comes with the first read."""
+    reason = getattr(exc, "reason", None) or str(exc)
+    return StageError(
+        "tls",
+        f"{address} ended the TLS session: {reason} (does it want a client certificate it was not given?)",
+    )
+
+
 def _name(rdns):
     return ", ".join(f"{k}={v}" for rdn in rdns or () for k, v in rdn)
 
@@ -271,6 +281,8 @@ def probe_postgres(params, timeout):
             except pg_wire.PgProtocolError as exc:
                 facts["auth_ms"] = _ms(started)
                 raise StageError("auth", f"PostgreSQL at {address}: {exc}") from None
+            except ssl.SSLError as exc:
+                raise tls_refused(address, exc) from None
             except (TimeoutError, OSError) as exc:
                 facts["auth_ms"] = _ms(started)
                 raise StageError(
@@ -364,6 +376,8 @@ def probe_redis(params, timeout):
             except StageError as exc:
                 facts["auth_ms"] = _ms(started)
                 raise StageError(exc.stage, f"Redis at {address}: {exc}", exc.server_error) from None
+            except ssl.SSLError as exc:
+                raise tls_refused(address, exc) from None
             except (TimeoutError, OSError) as exc:
                 facts["auth_ms"] = _ms(started)
                 raise StageError("auth", f"Redis at {address}: no answer: {exc or 'timed out'}") from None
@@ -405,6 +419,15 @@ def parse_server(text, default_port=4222):
 class StagedNatsClient(NatsClient):
     """nats_api's client over a socket connected (and timed) by the caller: INFO, the TLS upgrade
     (timed, its certificate kept), then CONNECT + PING with the -ERR the server answers kept."""
+
+    def _fill(self):
+        try:
+            return super()._fill()
+        except NatsConnectionError as exc:
+            # nats_api wraps the socket's error; an SSL error under it is the server's TLS refusal.
+            if isinstance(exc.__context__, ssl.SSLError):
+                raise tls_refused(self.address, exc.__context__) from None
+            raise
 
     def handshake(self, want_tls, context, facts):
         self.sock.settimeout(self.timeout)

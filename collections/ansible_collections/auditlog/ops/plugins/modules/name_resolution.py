@@ -17,7 +17,8 @@ description:
     nsswitch C(hosts) line).
   - "Findings: a name that does not resolve is critical; a name that resolves to an address not in
     its C(expected) addresses, or that a hosts-file line maps to such an address, is
-    critical, naming the wrong address and the line responsible."
+    critical, naming the wrong address and the line responsible; a resolver file (O(hosts_file),
+    O(resolv_conf), O(nsswitch_conf)) that cannot be read is a warning."
   - With O(fix_hosts_file=true), each hosts-file line that maps a name to an address not expected
     loses that name (the line keeps its other names; a line left without names is removed). Lines
     are added only with O(add_missing=true). The file is written atomically, keeping its mode and
@@ -263,7 +264,7 @@ def main():
     errors = []
     hosts_text = hf.read_text(p["hosts_file"])
     if hosts_text is None:
-        errors.append(f"cannot read {p['hosts_file']}")
+        errors.append(f"cannot read the hosts file {p['hosts_file']}")
     resolv_text = hf.read_text(p["resolv_conf"])
     if resolv_text is None:
         errors.append(f"cannot read {p['resolv_conf']}")
@@ -275,7 +276,7 @@ def main():
     resolver.update(nsswitch_hosts=nsswitch, hosts_file=p["hosts_file"], errors=errors)
 
     facts = survey(wanted, hosts_text, nsswitch, p["family"])
-    findings = hf.name_findings(facts, p["hosts_file"])
+    findings = hf.name_findings(facts, p["hosts_file"]) + hf.config_findings(errors)
     result = dict(changed=False, names=facts, resolver=resolver, changes=[], findings=findings)
 
     if p["fix_hosts_file"]:
