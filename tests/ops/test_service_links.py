@@ -146,18 +146,18 @@ def test_all_links_healthy_in_check_mode_too(servers):
         rc, result, out = run_module("auditlog.ops.service_links", links_args(servers), *flags)
         assert rc == 0, out
         assert result["changed"] is False and result["findings"] == [], out
-        assert result["links"] == ["postgres", "redis", "nats"]
+        assert set(result["links"]) == {"postgres", "redis", "nats"}
         for link in ("postgres", "redis", "nats"):
-            facts = result[link]
+            facts = result["links"][link]
             assert facts["available"] is True and facts["stage_failed"] == "none", facts
             assert facts["connect_ms"] is not None and facts["auth_ms"] is not None
-        pg = result["postgres"]
+        pg = result["links"]["postgres"]
         assert pg["auth_method"] == "scram-sha-256" and pg["server_version"]
         # ssl_mode prefer: the server offers TLS, so it is used (unverified), the certificate shown.
         assert pg["tls"]["verified"] is False and pg["tls"]["subject"] == "commonName=localhost"
         assert pg["tls"]["days_left"] > 0 and pg["tls_ms"] is not None
-        assert result["redis"]["tls"] is None
-        assert result["nats"]["servers"][0]["server"]["version"]
+        assert result["links"]["redis"]["tls"] is None
+        assert result["links"]["nats"]["servers"][0]["server"]["version"]
         # The action plugin gathered the (no) findings.
         assert result["ansible_facts"]["runbook_findings"] == []
     # The default threshold (14 days) warns of PostgreSQL's certificate, which expires tomorrow.
@@ -175,7 +175,7 @@ def test_wrong_postgres_password_fails_at_auth_with_the_servers_error(servers):
     args = links_args(servers, postgres={"password": "not-the-password"}, redis=None, nats=None)
     rc, result, out = run_module("auditlog.ops.service_links", args)
     assert rc == 0 and "Traceback" not in out, out
-    pg = result["postgres"]
+    pg = result["links"]["postgres"]
     assert pg["available"] is False and pg["stage_failed"] == "auth"
     assert pg["server_error"]["code"] == "28P01"
     assert pg["server_error"]["message"] == 'password authentication failed for user "audit_user"'
@@ -196,11 +196,11 @@ def test_postgres_tls_verify_full_and_a_foreign_ca(servers, pki):
     )
     rc, result, out = run_module("auditlog.ops.service_links", args)
     assert rc == 0, out
-    assert result["postgres"]["available"] is True, result["postgres"]
-    assert result["postgres"]["tls"]["verified"] is True
+    assert result["links"]["postgres"]["available"] is True, result["links"]["postgres"]
+    assert result["links"]["postgres"]["tls"]["verified"] is True
     args["postgres"]["ca_file"] = str(pki["other-ca"])
     rc, result, out = run_module("auditlog.ops.service_links", args)
-    pg = result["postgres"]
+    pg = result["links"]["postgres"]
     assert pg["stage_failed"] == "tls" and pg["tls"]["verify_error"], pg
     assert "does not verify" in pg["error"]
     assert result["findings"][0]["check"] == "link_tls"
@@ -214,27 +214,27 @@ def test_stopped_redis_fails_at_connect(servers):
     finally:
         redis.start()
     assert rc == 0 and "Traceback" not in out, out
-    facts = result["redis"]
+    facts = result["links"]["redis"]
     assert facts["available"] is False and facts["stage_failed"] == "connect"
     assert "connection refused" in facts["error"].lower()
     (found,) = result["findings"]
     assert found["severity"] == "critical" and found["component"] == "redis"
     assert found["check"] == "link_connect" and f"localhost:{redis.port}" in found["summary"]
-    assert result["postgres"]["available"] and result["nats"]["available"]
+    assert result["links"]["postgres"]["available"] and result["links"]["nats"]["available"]
 
 
 def test_wrong_redis_password_names_wrongpass(servers):
     args = links_args(servers, redis={"password": "nope"}, postgres=None, nats=None)
     rc, result, out = run_module("auditlog.ops.service_links", args)
-    assert result["redis"]["stage_failed"] == "auth"
-    assert result["redis"]["server_error"]["code"] == "WRONGPASS"
+    assert result["links"]["redis"]["stage_failed"] == "auth"
+    assert result["links"]["redis"]["server_error"]["code"] == "WRONGPASS"
 
 
 def test_wrong_nats_password_is_an_authorization_violation(servers):
     args = links_args(servers, nats={"password": "not-it"}, postgres=None, redis=None)
     rc, result, out = run_module("auditlog.ops.service_links", args)
     assert rc == 0 and "Traceback" not in out, out
-    facts = result["nats"]
+    facts = result["links"]["nats"]
     assert facts["available"] is False and facts["stage_failed"] == "auth"
     assert facts["server_error"]["message"] == "Authorization Violation"
     (found,) = result["findings"]
@@ -246,7 +246,7 @@ def test_an_unresolvable_host_fails_at_resolve(servers):
     args = links_args(servers, redis={"host": "no-such-host.invalid"}, postgres=None, nats=None)
     rc, result, out = run_module("auditlog.ops.service_links", args)
     assert rc == 0, out
-    assert result["redis"]["stage_failed"] == "resolve"
+    assert result["links"]["redis"]["stage_failed"] == "resolve"
     assert result["findings"][0]["check"] == "link_resolve"
 
 
@@ -255,11 +255,11 @@ def test_postgres_md5_and_cleartext_logins(servers, role, method):
     args = links_args(servers, postgres={"user": role, "ssl_mode": "disable"}, redis=None, nats=None)
     rc, result, out = run_module("auditlog.ops.service_links", args)
     assert rc == 0, out
-    assert result["postgres"]["available"] is True, result["postgres"]
-    assert result["postgres"]["auth_method"] == method and result["postgres"]["tls"] is None
+    assert result["links"]["postgres"]["available"] is True, result["links"]["postgres"]
+    assert result["links"]["postgres"]["auth_method"] == method and result["links"]["postgres"]["tls"] is None
     args["postgres"]["password"] = "wrong"
     rc, result, out = run_module("auditlog.ops.service_links", args)
-    assert result["postgres"]["server_error"]["code"] == "28P01"
+    assert result["links"]["postgres"]["server_error"]["code"] == "28P01"
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +285,7 @@ def test_nats_over_tls_with_and_without_a_client_certificate(nats_tls, pki):
     args = {"nats": nats, "timeout": 5, "cert_warning_days": 0}
     rc, result, out = run_module("auditlog.ops.service_links", args)
     assert rc == 0, out
-    facts = result["nats"]
+    facts = result["links"]["nats"]
     assert facts["available"] is True, facts
     assert facts["tls"]["verified"] is True and facts["tls"]["subject"] == "commonName=localhost"
     assert facts["tls_ms"] is not None
@@ -294,15 +294,17 @@ def test_nats_over_tls_with_and_without_a_client_certificate(nats_tls, pki):
     args["nats"] = {k: v for k, v in nats.items() if k not in ("client_cert", "client_key")}
     rc, result, out = run_module("auditlog.ops.service_links", args)
     assert rc == 0 and "Traceback" not in out, out
-    assert result["nats"]["available"] is False and result["nats"]["stage_failed"] == "tls", result["nats"]
-    assert "client certificate" in result["nats"]["error"]
+    assert (
+        result["links"]["nats"]["available"] is False and result["links"]["nats"]["stage_failed"] == "tls"
+    ), result["links"]["nats"]
+    assert "client certificate" in result["links"]["nats"]["error"]
     (found,) = result["findings"]
     assert found["severity"] == "critical" and found["check"] == "link_tls"
     # A CA that did not sign the server's certificate: the verification error, by name.
     args["nats"] = {**nats, "ca_file": str(pki["other-ca"])}
     rc, result, out = run_module("auditlog.ops.service_links", args)
-    assert result["nats"]["stage_failed"] == "tls"
-    assert result["nats"]["tls"]["verify_error"] == "unable to get local issuer certificate"
+    assert result["links"]["nats"]["stage_failed"] == "tls"
+    assert result["links"]["nats"]["tls"]["verify_error"] == "unable to get local issuer certificate"
 
 
 def test_runs_on_the_targets_python_standard_library_only(servers):
@@ -313,4 +315,4 @@ def test_runs_on_the_targets_python_standard_library_only(servers):
         "auditlog.ops.service_links", links_args(servers), "-e", "ansible_python_interpreter=/usr/bin/python3"
     )
     assert rc == 0 and result["findings"] == [], out
-    assert all(result[link]["available"] for link in ("postgres", "redis", "nats"))
+    assert all(result["links"][link]["available"] for link in ("postgres", "redis", "nats"))

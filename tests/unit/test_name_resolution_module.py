@@ -30,6 +30,8 @@ def test_normalise_names_accepts_lists_and_dicts():
         ("cache1", None),
     ]
     assert hf.normalise_names([{"name": "x", "expected": ["::0001"]}]) == [("x", ["::1"])]
+    # As the dns runbook gives a peer without facts: an empty list, no expectation.
+    assert hf.normalise_names({"db1": []}) == [("db1", None)]
 
 
 @pytest.mark.parametrize(

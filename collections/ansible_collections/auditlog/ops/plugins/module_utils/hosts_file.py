@@ -50,6 +50,8 @@ def normalise_names(names):
         expected = item.get("expected")
         if isinstance(expected, str):
             expected = [expected]
+        if isinstance(expected, (list, tuple)) and not expected:
+            expected = None  # [] as null: a name whose address is not known (a host without facts)
         if expected is not None:
             if not isinstance(expected, (list, tuple)) or not expected:
                 raise ValueError(f"names item {item['name']!r}: expected must be a list of addresses")

@@ -31,8 +31,8 @@ options:
     description:
       - The names to resolve. A list of names, a list of C({name, expected}), or a dict of name
         to expected addresses (a list, one address, or null).
-      - C(expected) is optional; without it a name is only resolved, never judged on its
-        address nor edited in the hosts file.
+      - C(expected) is optional (null or an empty list mean the same); without it a name is only
+        resolved, never judged on its address nor edited in the hosts file.
     type: raw
     required: true
   family:

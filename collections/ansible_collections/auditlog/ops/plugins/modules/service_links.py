@@ -16,8 +16,8 @@ description:
     C(tls) (the handshake, timed, the peer certificate's subject and expiry, the verification
     error), C(auth): PostgreSQL by its wire protocol (SSLRequest, StartupMessage, SCRAM-SHA-256,
     md5 or cleartext, then C(SELECT 1)), Redis by C(AUTH) then C(PING), NATS by C(CONNECT) then
-    C(PING). The first stage that fails is the link's RV(postgres.stage_failed) and the server's
-    own error its RV(postgres.server_error) (PostgreSQL's SQLSTATE such as C(28P01) and its
+    C(PING). The first stage that fails is the link's RV(links.postgres.stage_failed) and the
+    server's own error its RV(links.postgres.server_error) (PostgreSQL's SQLSTATE such as C(28P01) and its
     message, Redis' C(WRONGPASS), NATS' C(Authorization Violation))."
   - "Findings: each failing link is critical, naming the link, host, stage and the server's
     error (for NATS: a server that fails while another of the link's servers answers is a
@@ -186,105 +186,110 @@ EXAMPLES = r"""
 
 - name: Show the failing stage of each link
   ansible.builtin.debug:
-    msg: "{{ item }}: {{ links[item].stage_failed }} {{ links[item].error }}"
-  loop: [postgres, redis, nats]
+    msg: "{{ item.key }}: {{ item.value.stage_failed }} {{ item.value.error }}"
+  loop: "{{ links.links | dict2items }}"
+
+- name: The SQLSTATE PostgreSQL refused the login with (28P01 is a wrong password)
+  ansible.builtin.debug:
+    msg: "{{ links.links.postgres.server_error.code | default('none') }}"
 """
 
 RETURN = r"""
-postgres:
+links:
   description:
-    - The PostgreSQL link's facts; also C(user), C(database), C(ssl_mode), C(auth_method) and
-      C(server_version) once logged in.
-  returned: when O(postgres) is given
+    - The facts of each link tested, by its name (V(postgres), V(redis), V(nats)). A link that
+      was not given is not there.
+  returned: always
   type: dict
   contains:
-    available:
-      description: Whether every stage passed.
-      type: bool
-    stage_failed:
-      description: The first stage that failed, V(resolve), V(connect), V(tls), V(auth), or V(none).
-      type: str
-    host:
-      description: The server's name as given.
-      type: str
-    port:
-      description: Its port.
-      type: int
-    addresses:
-      description: What the name resolved to.
-      type: list
-      elements: str
-    address:
-      description: The address connected to.
-      type: str
-    resolve_ms:
-      description: Milliseconds resolving the name took.
-      type: float
-    connect_ms:
-      description: Milliseconds the TCP connect took.
-      type: float
-    tls_ms:
-      description: Milliseconds the TLS handshake took (null without TLS).
-      type: float
-    auth_ms:
-      description: Milliseconds from the login's first message to its answer.
-      type: float
-    tls:
+    postgres:
       description:
-        - The TLS session (null without TLS) C(verified), C(verify_error), C(version),
-          C(cipher) and the peer certificate's C(subject), C(issuer), C(names), C(not_after),
-          C(days_left).
+        - The PostgreSQL link's facts; also C(user), C(database), C(ssl_mode), C(auth_method) and
+          C(server_version) once logged in.
+      returned: when O(postgres) is given
       type: dict
-    error:
-      description: What failed, for a person (null when available).
-      type: str
-    server_error:
+      contains:
+        available:
+          description: Whether every stage passed.
+          type: bool
+        stage_failed:
+          description: The first stage that failed, V(resolve), V(connect), V(tls), V(auth), or V(none).
+          type: str
+        host:
+          description: The server's name as given.
+          type: str
+        port:
+          description: Its port.
+          type: int
+        addresses:
+          description: What the name resolved to.
+          type: list
+          elements: str
+        address:
+          description: The address connected to.
+          type: str
+        resolve_ms:
+          description: Milliseconds resolving the name took.
+          type: float
+        connect_ms:
+          description: Milliseconds the TCP connect took.
+          type: float
+        tls_ms:
+          description: Milliseconds the TLS handshake took (null without TLS).
+          type: float
+        auth_ms:
+          description: Milliseconds from the login's first message to its answer.
+          type: float
+        tls:
+          description:
+            - The TLS session (null without TLS) C(verified), C(verify_error), C(version),
+              C(cipher) and the peer certificate's C(subject), C(issuer), C(names), C(not_after),
+              C(days_left).
+          type: dict
+        error:
+          description: What failed, for a person (null when available).
+          type: str
+        server_error:
+          description:
+            - The server's own error, C(code) (PostgreSQL's SQLSTATE, Redis' error kind, null for
+              NATS) and C(message); PostgreSQL adds C(severity) and C(detail). Null when the
+              server sent none.
+          type: dict
+      sample:
+        available: false
+        stage_failed: auth
+        host: db1
+        port: 5432
+        addresses: ["10.20.0.11"]
+        address: 10.20.0.11
+        connect_ms: 0.41
+        tls_ms: null
+        auth_ms: 3.2
+        error: >-
+          PostgreSQL at db1:5432 refused user audit_user on database audit_logs:
+          28P01 password authentication failed for user "audit_user"
+        server_error:
+          code: 28P01
+          message: password authentication failed for user "audit_user"
+          severity: FATAL
+    redis:
+      description: The Redis link's facts (as RV(links.postgres)), with C(user) and C(tls_enabled).
+      returned: when O(redis) is given
+      type: dict
+      sample:
+        available: false
+        stage_failed: connect
+        error: "cannot connect to cache1:6379 (10.20.0.12: [Errno 111] Connection refused)"
+    nats:
       description:
-        - The server's own error, C(code) (PostgreSQL's SQLSTATE, Redis' error kind, null for
-          NATS) and C(message); PostgreSQL adds C(severity) and C(detail). Null when the
-          server sent none.
+        - The NATS link's facts (as RV(links.postgres)), those of its first healthy server (else of its
+          first), with C(servers), each server's own facts, and C(server) (the C(INFO) name and version).
+      returned: when O(nats) is given
       type: dict
-  sample:
-    available: false
-    stage_failed: auth
-    host: db1
-    port: 5432
-    addresses: ["10.20.0.11"]
-    address: 10.20.0.11
-    connect_ms: 0.41
-    tls_ms: null
-    auth_ms: 3.2
-    error: >-
-      PostgreSQL at db1:5432 refused user audit_user on database audit_logs:
-      28P01 password authentication failed for user "audit_user"
-    server_error:
-      code: 28P01
-      message: password authentication failed for user "audit_user"
-      severity: FATAL
-redis:
-  description: The Redis link's facts (as RV(postgres)), with C(user) and C(tls_enabled).
-  returned: when O(redis) is given
-  type: dict
-  sample:
-    available: false
-    stage_failed: connect
-    error: "cannot connect to cache1:6379 (10.20.0.12: [Errno 111] Connection refused)"
-nats:
-  description:
-    - The NATS link's facts (as RV(postgres)), those of its first healthy server (else of its
-      first), with C(servers), each server's own facts, and C(server) (the C(INFO) name and version).
-  returned: when O(nats) is given
-  type: dict
-  sample:
-    available: false
-    stage_failed: auth
-    server_error: {"code": null, "message": "Authorization Violation"}
-links:
-  description: The names of the links tested, in the order tested.
-  returned: always
-  type: list
-  elements: str
-  sample: [postgres, redis, nats]
+      sample:
+        available: false
+        stage_failed: auth
+        server_error: {"code": null, "message": "Authorization Violation"}
 findings:
   description: What is wrong (auditlog.ops findings; empty when every link is healthy).
   returned: always
@@ -349,13 +354,12 @@ PROBES = (("postgres", lk.probe_postgres), ("redis", lk.probe_redis), ("nats", l
 
 def run(params):
     """The module's work without AnsibleModule: the result dict."""
-    result = dict(changed=False, links=[], findings=[])
+    result = dict(changed=False, links={}, findings=[])
     for link, probe in PROBES:
         if not params.get(link):
             continue
         facts = probe(params[link], params["timeout"])
-        result[link] = facts
-        result["links"].append(link)
+        result["links"][link] = facts
         result["findings"].extend(
             lk.link_findings(link, facts, params["connect_warning_ms"], params["cert_warning_days"])
         )
