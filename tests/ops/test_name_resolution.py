@@ -34,7 +34,18 @@ def run_module(args: dict, *flags: str, callback: str = "ansible.posix.json") ->
     )
     ansible = shutil.which("ansible", path=str(Path(sys.executable).parent)) or "ansible"
     proc = subprocess.run(
-        [ansible, "localhost", "-m", "auditlog.ops.name_resolution", "-a", json.dumps(args), *flags],
+        [
+            ansible,
+            "localhost",
+            "-m",
+            "auditlog.ops.name_resolution",
+            "-a",
+            json.dumps(args),
+            # The targets' interpreter, without the venv's packages (as tests/support/modules.py).
+            "-e",
+            "ansible_python_interpreter=/usr/bin/python3",
+            *flags,
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

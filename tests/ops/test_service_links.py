@@ -1,23 +1,23 @@
 """auditlog.ops.service_links against real PostgreSQL, Redis and NATS on loopback (audit_devtools.stack,
 with passwords; PostgreSQL also serves TLS with a test CA), run as a playbook runs it:
-`ansible localhost -m auditlog.ops.service_links`. Faults: a wrong PostgreSQL password (stage auth,
+`ansible localhost -m auditlog.ops.service_links` under /usr/bin/python3 (support.modules: the
+targets' interpreter, standard library only). Faults: a wrong PostgreSQL password (stage auth,
 SQLSTATE 28P01), a stopped Redis (stage connect, connection refused), a wrong NATS password
 (Authorization Violation), a certificate from another CA (stage tls). No lab, no containers.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 from audit_devtools.stack import Nats, Postgres, Redis
+from support.modules import run_module as _run_module
+from support.pki import make_pki
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,39 +28,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _ansible():
-    return shutil.which("ansible", path=str(Path(sys.executable).parent)) or "ansible"
-
-
 def run_module(module: str, args: dict, *flags: str) -> tuple[int, dict, str]:
-    """Run the module once on localhost; return (exit code, its result, the whole output)."""
-    env = dict(os.environ)
-    env.update(
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_LOCALHOST_WARNING="0",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    )
-    proc = subprocess.run(
-        [_ansible(), "localhost", "-m", module, "-a", json.dumps(args), *flags],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = proc.stdout + proc.stderr
-    data = json.loads(proc.stdout)
-    return proc.returncode, data["plays"][0]["tasks"][0]["hosts"]["localhost"], output
+    """auditlog.ops.<name> on localhost under /usr/bin/python3 (support.modules)."""
+    return _run_module(module.removeprefix("auditlog.ops."), args, *flags)
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    from ops.test_nats_stream import make_pki
-
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
@@ -305,14 +279,3 @@ def test_nats_over_tls_with_and_without_a_client_certificate(nats_tls, pki):
     rc, result, out = run_module("auditlog.ops.service_links", args)
     assert result["links"]["nats"]["stage_failed"] == "tls"
     assert result["links"]["nats"]["tls"]["verify_error"] == "unable to get local issuer certificate"
-
-
-def test_runs_on_the_targets_python_standard_library_only(servers):
-    """The module on /usr/bin/python3 (Debian's, no venv): what app hosts run."""
-    if not Path("/usr/bin/python3").exists():
-        pytest.skip("no /usr/bin/python3")
-    rc, result, out = run_module(
-        "auditlog.ops.service_links", links_args(servers), "-e", "ansible_python_interpreter=/usr/bin/python3"
-    )
-    assert rc == 0 and result["findings"] == [], out
-    assert all(result["links"][link]["available"] for link in ("postgres", "redis", "nats"))

@@ -149,8 +149,7 @@ def test_a_wrong_password_raises_the_servers_error():
 # -- Redis and NATS ----------------------------------------------------------------------------------
 
 
-def test_resp_command_and_error():
-    assert links.resp_command("AUTH", "u", "p") == b"*3\r\n$4\r\nAUTH\r\n$1\r\nu\r\n$1\r\np\r\n"
+def test_resp_error():
     assert links.resp_error("WRONGPASS invalid username-password pair or user is disabled.") == {
         "code": "WRONGPASS",
         "message": "invalid username-password pair or user is disabled.",
@@ -183,6 +182,15 @@ def test_redis_auth_ping():
     with pytest.raises(links.StageError) as info:
         links.redis_auth_ping(client, None, None)
     assert info.value.server_error == {"code": "NOAUTH", "message": "Authentication required."}
+    # A full server says so on accept: the connection is refused, not the login.
+    client, server, thread = _redis_replies([b"-ERR max number of clients reached\r\n"])
+    with pytest.raises(links.StageError) as info:
+        links.redis_auth_ping(client, "audit-service", "pw")
+    assert info.value.stage == "connect"
+    # Not a Redis server at all.
+    client, server, thread = _redis_replies([b"HTTP/1.1 400 Bad Request\r\n"])
+    with pytest.raises(links.StageError, match="not a Redis reply"):
+        links.redis_auth_ping(client, "audit-service", "pw")
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ Stages: resolve (getaddrinfo), connect (TCP), tls (the handshake, the peer's cer
 CONNECT + PING). The first stage that fails is the link's `stage_failed`; the server's own error
 (PostgreSQL's SQLSTATE and message, Redis' error reply, NATS' -ERR) is `server_error`.
 
-The RESP here is the minimum a login needs (AUTH, PING); module_utils/redis_api.py, when present,
-is the full client of the diagnostics modules.
+RESP comes from module_utils/redis_api.py (encode_command, RespReader); its RedisClient connects
+in one step, so the stages here drive its reader over a socket of their own.
 """
 
 import datetime
@@ -27,6 +27,13 @@ from ansible_collections.auditlog.ops.plugins.module_utils.nats_api import (
     NatsClient,
     NatsConnectionError,
     encode_connect,
+)
+from ansible_collections.auditlog.ops.plugins.module_utils.redis_api import (
+    ProtocolError,
+    RedisConnectionError,
+    RedisReplyError,
+    RespReader,
+    encode_command,
 )
 
 STAGES = ("resolve", "connect", "tls", "auth")
@@ -301,15 +308,6 @@ def probe_postgres(params, timeout):
 # -- Redis -----------------------------------------------------------------------------------------
 
 
-def resp_command(*args):
-    """One command as a RESP array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode("utf-8")
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
-
-
 def resp_error(line):
     """An error reply's text ('WRONGPASS invalid username-password pair ...') -> {code, message}."""
     code, _, rest = line.partition(" ")
@@ -318,40 +316,43 @@ def resp_error(line):
     return {"code": None, "message": line}
 
 
-class _Lines:
-    def __init__(self, sock):
-        self.sock = sock
-        self.buf = b""
+def _reply(reader, command):
+    try:
+        return reader.read()
+    except ProtocolError as exc:
+        raise StageError("auth", f"{command}: not a Redis reply ({exc}): is it a Redis server?") from None
+    except RedisConnectionError as exc:
+        raise StageError("auth", f"{command}: {exc}") from None
 
-    def line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("the server closed the connection")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line.decode("utf-8", "replace")
+
+def _refused(command, user, error):
+    if "max number of clients" in error.message:
+        # Sent on accept, before any command is read: the server is full, the login is not wrong.
+        return StageError(
+            "connect", f"the server rejected the connection: {error.message}", resp_error(error.message)
+        )
+    who = f" as {user}" if user and command == "AUTH" else ""
+    return StageError("auth", f"{command}{who}: {error.message}", resp_error(error.message))
 
 
 def redis_auth_ping(sock, user, password):
-    """AUTH (when a password is given) then PING; returns the PING reply ('PONG'), raises
-    StageError('auth') with the server's error reply."""
-    reader = _Lines(sock)
+    """AUTH (when a password is given) then PING, with redis_api's RESP; returns the PING reply
+    ('PONG'), raises StageError('auth') with the server's error reply."""
+    reader = RespReader(lambda: sock.recv(65536))
     if password is not None:
-        sock.sendall(resp_command("AUTH", user, password) if user else resp_command("AUTH", password))
-        reply = reader.line()
-        if reply.startswith("-"):
-            error = resp_error(reply[1:])
-            raise StageError("auth", f"AUTH as {user or 'default'}: {reply[1:]}", error)
-        if reply != "+OK":
-            raise StageError("auth", f"unexpected reply to AUTH: {reply[:80]!r} (is it a Redis server?)")
-    sock.sendall(resp_command("PING"))
-    reply = reader.line()
-    if reply.startswith("-"):
-        raise StageError("auth", f"PING: {reply[1:]}", resp_error(reply[1:]))
-    if not reply.startswith("+"):
-        raise StageError("auth", f"unexpected reply to PING: {reply[:80]!r} (is it a Redis server?)")
-    return reply[1:]
+        sock.sendall(encode_command("AUTH", user, password) if user else encode_command("AUTH", password))
+        reply = _reply(reader, "AUTH")
+        if isinstance(reply, RedisReplyError):
+            raise _refused("AUTH", user or "default", reply)
+        if reply != "OK":
+            raise StageError("auth", f"unexpected reply to AUTH: {reply!r:.80} (is it a Redis server?)")
+    sock.sendall(encode_command("PING"))
+    reply = _reply(reader, "PING")
+    if isinstance(reply, RedisReplyError):
+        raise _refused("PING", user, reply)
+    if reply != "PONG":
+        raise StageError("auth", f"unexpected reply to PING: {reply!r:.80} (is it a Redis server?)")
+    return reply
 
 
 def probe_redis(params, timeout):
