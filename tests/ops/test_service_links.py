@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -279,3 +280,17 @@ def test_nats_over_tls_with_and_without_a_client_certificate(nats_tls, pki):
     rc, result, out = run_module("auditlog.ops.service_links", args)
     assert result["links"]["nats"]["stage_failed"] == "tls"
     assert result["links"]["nats"]["tls"]["verify_error"] == "unable to get local issuer certificate"
+
+
+def test_one_nats_server_down_of_two_is_critical_naming_it(servers):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    nats = {"servers": [f"127.0.0.1:{servers['nats'].port}", f"127.0.0.1:{closed}"]}
+    rc, result, out = run_module("auditlog.ops.service_links", links_args(servers, nats=nats, postgres=None))
+    assert rc == 0, out
+    facts = result["links"]["nats"]
+    assert facts["available"] is True and [s["available"] for s in facts["servers"]] == [True, False]
+    (found,) = result["findings"]
+    assert found["severity"] == "critical" and found["component"] == "nats"
+    assert f"127.0.0.1:{closed}" in found["summary"] and "(1 of 2 servers answer)" in found["summary"]

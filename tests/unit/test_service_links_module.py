@@ -286,12 +286,13 @@ def test_slow_connect_and_expiring_certificate_are_warnings():
     assert checks == {"tls_expiry": "critical"}
 
 
-def test_one_nats_server_down_of_two_is_a_warning_a_refused_login_critical():
+def test_each_failing_nats_server_is_critical_with_how_many_answer():
     up = _facts("nats", host="mq1", port=4222)
     down = _facts("nats", host="mq2", port=4222, available=False, stage_failed="connect", error="refused")
     link = dict(up, servers=[up, down])
     (found,) = links.link_findings("nats", link, 200, 14)
-    assert found["severity"] == "warning" and "mq2:4222" in found["summary"]
+    assert found["severity"] == "critical" and found["check"] == "link_connect"
+    assert "mq2:4222" in found["summary"] and found["summary"].endswith("(1 of 2 servers answer)")
     refused = _facts(
         "nats",
         host="mq2",
@@ -301,9 +302,9 @@ def test_one_nats_server_down_of_two_is_a_warning_a_refused_login_critical():
     )
     (found,) = links.link_findings("nats", dict(up, servers=[up, refused]), 200, 14)
     assert found["severity"] == "critical" and "Authorization Violation" in found["summary"]
-    all_down = dict(down, servers=[down], available=False)
-    (found,) = links.link_findings("nats", all_down, 200, 14)
-    assert found["severity"] == "critical" and found["check"] == "link_connect"
+    alone = dict(down, servers=[down], available=False)
+    (found,) = links.link_findings("nats", alone, 200, 14)
+    assert found["severity"] == "critical" and "servers answer" not in found["summary"]
 
 
 def test_an_unresolvable_host_stops_at_resolve():

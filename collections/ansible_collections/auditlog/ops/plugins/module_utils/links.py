@@ -543,7 +543,7 @@ def _evidence(facts):
     return {k: facts.get(k) for k in keep}
 
 
-def _failure(link, facts, severity):
+def _failure(link, facts, severity, members=()):
     stage = facts["stage_failed"]
     error = facts["server_error"]
     reason = facts["error"]
@@ -553,22 +553,28 @@ def _failure(link, facts, severity):
         severity,
         COMPONENTS[link],
         f"link_{stage}",
-        f"{LABELS[link]} link: {_describe(link, facts)} fails at {stage}: {reason}",
+        f"{LABELS[link]} link: {_describe(link, facts)} fails at {stage}: {reason}{_others(members)}",
         evidence=_evidence(facts),
     )
+
+
+def _others(members):
+    """For a link of several servers: how many of them answer."""
+    if len(members) < 2:
+        return ""
+    up = sum(1 for m in members if m["available"])
+    return f" ({up} of {len(members)} servers answer)"
 
 
 def link_findings(link, facts, connect_warning_ms, cert_warning_days):
     """The findings of one link's facts (nats: with its servers)."""
     out = []
     members = facts.get("servers") or [facts]
-    all_down = not facts["available"]
     for member in members:
         if not member["available"]:
-            # One NATS server of several down while another serves: the service fails over, so a
-            # warning; a wrong password (auth) fails on any server, so critical.
-            critical = all_down or member["stage_failed"] == "auth"
-            out.append(_failure(link, member, "critical" if critical else "warning"))
+            # Every server the service is configured with counts: one NATS broker of several down
+            # is a failing link of each client (it fails over, but the cluster has lost a member).
+            out.append(_failure(link, member, "critical", members))
             continue
         connect_ms = member.get("connect_ms")
         if connect_ms is not None and connect_ms > connect_warning_ms:

@@ -20,8 +20,8 @@ description:
     server's own error its RV(links.postgres.server_error) (PostgreSQL's SQLSTATE such as C(28P01) and its
     message, Redis' C(WRONGPASS), NATS' C(Authorization Violation))."
   - "Findings: each failing link is critical, naming the link, host, stage and the server's
-    error (for NATS: a server that fails while another of the link's servers answers is a
-    warning, unless it refused the login); a TCP connect slower than O(connect_warning_ms) is a
+    error (for NATS each server that fails, with how many of the link's servers answer); a
+    TCP connect slower than O(connect_warning_ms) is a
     warning; a certificate that expires within O(cert_warning_days) days is a warning (critical
     once expired)."
   - Only the links given are tested. The module changes nothing, runs in check mode and
