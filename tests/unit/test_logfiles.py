@@ -443,3 +443,18 @@ def test_reverse_lines_a_window_that_begins_with_a_whole_line():
     data = b"".join(b"line %05d\n" % i for i in range(1000))
     got = list(lf.reverse_lines(io.BytesIO(data), block_size=16, max_bytes=110))
     assert got == [b"line %05d" % i for i in range(999, 989, -1)]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ([], []),
+        (["/var/log/nginx/*.log"], ["/var/log/nginx/*.log"]),
+        (["[/tmp/a.log", "/tmp/b.log]"], ["/tmp/a.log", "/tmp/b.log"]),  # log_files=[/tmp/a.log,/tmp/b.log]
+        (["['/tmp/a.log'", " '/tmp/b.log']"], ["/tmp/a.log", "/tmp/b.log"]),
+        (["[]"], []),
+    ],
+)
+def test_log_files_option_from_a_k_v_argument(value, expected):
+    assert component.log_files_option(value) == expected

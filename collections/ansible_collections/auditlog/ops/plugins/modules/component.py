@@ -349,6 +349,18 @@ def argument_spec():
     }
 
 
+def log_files_option(value):
+    """O(log_files) as given: a list; or, from a k=v argument (C(log_files=[/a.log,/b.log]),
+    which Ansible splits at the commas), the list it spells. A log file's path is absolute, so a
+    leading C([) is a list's, not a glob's."""
+    if value is None:
+        return None
+    items = [str(v).strip() for v in value]
+    if items and items[0].startswith("[") and items[-1].endswith("]"):
+        items = [i.strip().strip("'\"") for i in ",".join(items)[1:-1].split(",")]
+    return [i for i in items if i]
+
+
 def _source(name, error=None):
     return {"source": name, "available": error is None, "error": error, "truncated": False}
 
@@ -358,13 +370,15 @@ def collect_logs(backend, component, target, log_files=None, since=None, lines=N
     time order, the newest `lines`; and where they came from. A source that cannot be read is a
     source record with its error, not an exception. LogFileError for a bad `since` or `grep`
     when there are files to read. `kw`: host, max_bytes, now (for the tests)."""
-    patterns = comp.log_file_globs(component, target, log_files)
+    patterns = comp.log_file_globs(component, target, log_files_option(log_files))
     since_at = grep_re = None
     if patterns:
         since_at = lf.parse_since(since, now=kw.get("now"))
         grep_re = lf.compile_grep(grep)
     lists, sources = [], []
     try:
+        if target is None:
+            raise comp.ComponentError(f"no {component} unit found to read the journal of")
         lists.append(backend.logs(target, since=since, lines=lines, grep=grep))
         sources.append(_source("journal"))
     except comp.ComponentError as exc:
@@ -501,22 +515,41 @@ def main():
             raise comp.ComponentError(f"{argv[0]} not found: is this host run by systemd?")
         return module.run_command(argv, environ_update={"LC_ALL": "C", "SYSTEMD_COLORS": "0"})
 
+    p = module.params
+    backend = None
     try:
-        backend = comp.backend(module.params["mode"], run)
+        backend = comp.backend(p["mode"], run)
         backend.hostname = socket.gethostname()
         run_component(module, backend)
     except comp.ComponentError as exc:
-        name, mode = module.params["name"], module.params["mode"]
-        if module.params["state"] == "status" and mode != "compose":
-            # A probe reports what it cannot reach as data.
-            module.exit_json(
-                changed=False,
-                component=name,
-                mode=mode,
-                operation="none",
-                status=unavailable(exc),
-                findings=[finding("critical", name, "unit_state", f"{name}: state unknown: {exc}")],
-            )
+        name, mode = p["name"], p["mode"]
+        if p["state"] == "status" and mode != "compose":
+            # A probe reports what it cannot reach as data, and the log files it can still read.
+            result = {
+                "changed": False,
+                "component": name,
+                "mode": mode,
+                "operation": "none",
+                "status": unavailable(exc),
+                "findings": [finding("critical", name, "unit_state", f"{name}: state unknown: {exc}")],
+            }
+            if p["logs"] and backend is not None:
+                unit = comp.unit_name(p["unit"]) if p["unit"] else comp.COMPONENTS[name]["unit"]
+                try:
+                    result["logs"], result["log_sources"] = collect_logs(
+                        backend,
+                        name,
+                        None if "*" in unit else unit,
+                        p["log_files"],
+                        since=p["since"],
+                        lines=p["tail"],
+                        grep=p["grep"],
+                        host=backend.hostname,
+                        max_bytes=p["log_files_max_bytes"],
+                    )
+                except lf.LogFileError as bad:
+                    module.fail_json(msg=str(bad), **result)
+            module.exit_json(**result)
         module.fail_json(msg=str(exc), component=name, mode=mode, findings=[])
 
 
