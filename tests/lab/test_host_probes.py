@@ -14,6 +14,7 @@ import json
 import shlex
 import subprocess
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -221,6 +222,59 @@ def test_component_logs_since_tail_grep(probe_lab):
     assert 1 <= len(r["logs"]) <= 3
     assert all("WORKER_BATCH_SIZE" in e["message"] for e in r["logs"])
     assert all(e["unit"] == "audit-worker.service" and e["time"].endswith("Z") for e in r["logs"])
+
+
+def write_file(lab, path: str, text: str) -> None:
+    lab.exec(HOST, ["sh", "-c", f"mkdir -p $(dirname {path}) && cat > {path} <<'EOF'\n{text}EOF"])
+
+
+def ago(seconds: float) -> datetime:
+    # the container shares the machine's clock
+    return datetime.now(UTC) - timedelta(seconds=seconds)
+
+
+def test_component_logs_from_the_default_log_files(probe_lab):
+    # nginx's default access and error logs, without nginx (its unit does not exist)
+    access = "".join(
+        f'10.0.0.1 - - [{ago(s).strftime("%d/%b/%Y:%H:%M:%S +0000")}] "GET {p} HTTP/1.1" {st} 2 "-" "x"\n'
+        for s, p, st in ((600, "/old", 200), (20, "/api/v1/logs", 502))
+    )
+    write_file(probe_lab, "/var/log/nginx/access.log", access)
+    write_file(
+        probe_lab,
+        "/var/log/nginx/error.log",
+        f"{ago(30).strftime('%Y/%m/%d %H:%M:%S')} [error] 9#9: *1 connect() failed (111)\n",
+    )
+    rc, r = run_module(probe_lab, "component", name="nginx", logs=True, since="-5min")
+    assert rc == 0, r
+    assert [(e["source"], e["priority"]) for e in r["logs"]] == [
+        ("/var/log/nginx/error.log", "err"),
+        ("/var/log/nginx/access.log", "err"),
+    ], r["logs"]
+    assert all(e["unit"] == "nginx.service" and e["host"] for e in r["logs"])
+    assert [(s["source"], s["available"]) for s in r["log_sources"]] == [
+        ("journal", True),
+        ("/var/log/nginx/access.log", True),
+        ("/var/log/nginx/error.log", True),
+    ]
+    assert [f["check"] for f in r["findings"]] == ["unit_state"]  # nginx.service does not exist
+
+
+def test_component_logs_merge_the_journal_and_a_file(probe_lab):
+    # a file's line between two restarts of the API stand-in (systemd's lines in its journal)
+    probe_lab.exec(HOST, "systemctl restart audit-api && sleep 1.2")
+    write_file(probe_lab, "/tmp/between.log", f"{ago(0).strftime('%Y/%m/%d %H:%M:%S')} [warn] 1#1: between\n")
+    probe_lab.exec(HOST, "sleep 1.2 && systemctl restart audit-api")
+    rc, r = run_module(
+        probe_lab, "component", name="api", logs=True, since="-1min", log_files=["/tmp/between.log"], tail=0
+    )
+    assert rc == 0, r
+    sources = [e["source"] for e in r["logs"]]
+    i = sources.index("/tmp/between.log")
+    assert "journal" in sources[:i] and "journal" in sources[i + 1 :], r["logs"]
+    times = [e["time"] for e in r["logs"]]
+    assert times == sorted(times)
+    assert r["logs"][i]["priority"] == "warning" and r["logs"][i]["unit"] == "audit-api.service"
 
 
 def test_component_a_restart_that_does_not_come_up_fails_with_the_journal(probe_lab):

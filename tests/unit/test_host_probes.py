@@ -360,6 +360,7 @@ def test_journal_entries():
         "host": "app1",
         "priority": "info",
         "message": "started",
+        "source": "journal",
     }
     assert entries[1]["priority"] == "err" and entries[1]["time"].endswith("01.500Z")
     assert entries[2]["message"] == "hi\ufffd" and entries[2]["priority"] is None

@@ -18,14 +18,35 @@ import time
 from datetime import UTC, datetime
 
 # component -> unit (a glob for PostgreSQL's Debian cluster unit, resolved on the host), the
-# default ports (roles/*/defaults), and the other units that belong to it.
+# default ports (roles/*/defaults), the other units that belong to it, and the log files it writes
+# besides the journal (globs; `{instance}` is the unit's instance, 17-main of postgresql@17-main):
+# - postgresql: Debian's pg_ctlcluster sends the server's log to
+#   /var/log/postgresql/postgresql-<ver>-<cluster>.log (logging_collector off, roles/postgresql
+#   changes neither), in Debian's log_line_prefix '%m [%p] %q%u@%d '.
+# - redis: roles/redis/templates/redis.conf.j2 `logfile /var/log/redis/redis-server.log`.
+# - nginx: roles/nginx/templates/audit.conf.j2 sets no access_log/error_log, so Debian's
+#   nginx.conf's apply: /var/log/nginx/access.log (format combined) and /var/log/nginx/error.log.
+# - nats (roles/nats: no log_file, stderr of a Type=simple unit), prometheus and the exporters
+#   (Debian's units, stderr), api, worker, grafana: the journal only.
 COMPONENTS = {
-    "postgresql": {"unit": "postgresql@*-main.service", "ports": [5432]},
-    "redis": {"unit": "redis-server.service", "ports": [6379]},
+    "postgresql": {
+        "unit": "postgresql@*-main.service",
+        "ports": [5432],
+        "log_files": ["/var/log/postgresql/postgresql-{instance}.log"],
+    },
+    "redis": {
+        "unit": "redis-server.service",
+        "ports": [6379],
+        "log_files": ["/var/log/redis/redis-server.log"],
+    },
     "nats": {"unit": "nats-server.service", "ports": [4222, 6222, 8222]},
     "api": {"unit": "audit-api.service", "ports": [8000]},
     "worker": {"unit": "audit-worker.service", "ports": [9101], "also": ["audit-retention.service"]},
-    "nginx": {"unit": "nginx.service", "ports": [80, 443]},
+    "nginx": {
+        "unit": "nginx.service",
+        "ports": [80, 443],
+        "log_files": ["/var/log/nginx/access.log", "/var/log/nginx/error.log"],
+    },
     "prometheus": {"unit": "prometheus.service", "ports": [9090]},
     "alertmanager": {"unit": "prometheus-alertmanager.service", "ports": [9093]},
     "node_exporter": {"unit": "prometheus-node-exporter.service", "ports": [9100]},
@@ -102,6 +123,16 @@ def unit_matches(unit, wanted):
     if wanted in COMPONENTS:
         return component_of_unit(unit) == wanted
     return fnmatch.fnmatchcase(unit, unit_name(wanted))
+
+
+def log_file_globs(component, unit=None, override=None):
+    """The log files (globs) of a component: `override` when given (a list, [] for none), else
+    the COMPONENTS table's, `{instance}` replaced by the unit's instance (`*` without one)."""
+    patterns = override if override is not None else COMPONENTS.get(component, {}).get("log_files", [])
+    instance = "*"
+    if unit and "@" in unit:
+        instance = unit_name(unit).split("@", 1)[1].rsplit(".", 1)[0] or "*"
+    return [p.replace("{instance}", instance) for p in patterns]
 
 
 def postgresql_units_from_dirs(etc_dir="/etc/postgresql"):
@@ -239,7 +270,8 @@ def _message_text(value):
 
 def parse_journal_json(text, default_unit=None):
     """`journalctl -o json` output (one JSON object a line) -> entries {time, unit, host, priority,
-    message}; time in ISO 8601 UTC, priority as its name. Lines that are no JSON are skipped."""
+    message, source: journal}; time in ISO 8601 UTC, priority as its name. Lines that are no JSON
+    are skipped."""
     entries = []
     for line in text.splitlines():
         line = line.strip()
@@ -273,6 +305,7 @@ def parse_journal_json(text, default_unit=None):
                 "host": raw.get("_HOSTNAME"),
                 "priority": prio,
                 "message": _message_text(raw.get("MESSAGE")),
+                "source": "journal",
             }
         )
     return entries

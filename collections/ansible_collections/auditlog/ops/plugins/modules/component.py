@@ -13,13 +13,24 @@ description:
     C(nginx), C(prometheus), C(alertmanager), the exporters, C(grafana)) by its name, whatever
     the deploy mode. The module maps the component to what runs it (with O(mode=systemd), its
     systemd unit, PostgreSQL's Debian cluster unit C(postgresql@<ver>-main) resolved on the host).
-  - O(state=status) is a probe. It reports the component's state and, with O(logs), its journal,
-    and changes nothing. V(started), V(stopped) and V(restarted) act, and after a start or restart
-    wait up to O(wait_seconds) for the component to be up (active, and staying so), else fail
-    with the last lines of its journal.
-  - "Findings: a component that is not active is critical, with the last journal lines as
-    evidence; one that systemd keeps restarting (crash loop) is critical, with the journal lines
-    that name the failure."
+  - O(state=status) is a probe. It reports the component's state and, with O(logs), its logs (its
+    journal and its log files), and changes nothing. V(started), V(stopped) and V(restarted) act,
+    and after a start or restart wait up to O(wait_seconds) for the component to be up (active,
+    and staying so), else fail with the last lines of its logs.
+  - "Findings: a component that is not active is critical, with the last lines of its logs
+    (journal and log files) as evidence; one that systemd keeps restarting (crash loop) is
+    critical, with the lines that name the failure."
+  - "Logs: the journal's entries of the unit, and the lines of the log files the component writes
+    besides it (O(log_files)): PostgreSQL's C(/var/log/postgresql/postgresql-<ver>-<cluster>.log),
+    Redis' C(/var/log/redis/redis-server.log), nginx's C(/var/log/nginx/access.log) and
+    C(/var/log/nginx/error.log). NATS, Prometheus, the exporters, the API, the worker and Grafana
+    log to the journal only. File lines have the journal entries' shape, in one list merged in
+    time order, selected by the same O(since), O(grep) and O(tail)."
+  - "Log files are read from their end backwards, block by block, and only as far as O(since),
+    O(tail) and O(log_files_max_bytes) need: never a whole large file. Rotated files
+    (C(access.log.1), C(error.log.2.gz)) are not read, only the current file: lines older than
+    the last rotation are not in RV(logs). A file that is missing or cannot be read is reported
+    in RV(log_sources) (C(available=false), the error), as a journal that cannot be read is."
   - In check mode the module says what it would do (RV(operation)) and changes nothing.
 author: audit-log project (!UNKNOWN)
 options:
@@ -50,23 +61,50 @@ options:
     type: str
   logs:
     description:
-      - Return the component's journal in RV(logs), as O(since), O(tail) and O(grep) select it.
+      - Return the component's journal entries and the lines of its log files in RV(logs), as
+        O(since), O(tail) and O(grep) select them, and where they came from in RV(log_sources).
     type: bool
     default: false
   since:
     description:
-      - Journal entries from this time on (C(journalctl --since), e.g. V(-15min), V(today),
-        V(2026-01-31 12:00)).
+      - Entries from this time on (C(journalctl --since)). The journal takes whatever journalctl
+        takes; the log files take relative times (V(-15min), V(-1h), V(-2d), V(-1h 30min),
+        V(15min ago)), absolute ones in the host's local time (V(2026-01-31 12:00:00),
+        V(2026-01-31 12:00), V(2026-01-31)), V(now), V(today) and V(yesterday). Any other value
+        fails the module when there are log files to read.
+      - Each file format's time is read as UTC (PostgreSQL's names its zone, nginx's access log
+        its offset; Redis and nginx's error log write the host's local time). A line without a
+        time of its own (the rest of a multi-line entry) takes the time and priority of the line
+        before it.
     type: str
   tail:
     description:
-      - At most this many journal entries, the newest (C(journalctl --lines)).
+      - At most this many entries, the newest over the journal and the files together
+        (C(journalctl --lines)). V(0) is no limit.
     type: int
     default: 50
   grep:
     description:
-      - Only the entries whose message matches this regular expression (C(journalctl --grep)).
+      - Only the entries whose message (for a file, the whole line) matches this regular
+        expression (C(journalctl --grep); for the files, Python's C(re)). As journalctl does, a
+        pattern without an upper-case letter matches regardless of case.
     type: str
+  log_files:
+    description:
+      - The component's log files (paths or globs) to read with O(logs), instead of those it
+        writes by default (see the description). V([]) reads the journal only. C({instance}) is
+        the unit's instance (V(17-main) of C(postgresql@17-main)). A glob skips rotated files.
+      - The formats read are PostgreSQL's (Debian's C(log_line_prefix)), Redis', nginx's access
+        log (combined) and error log; a line of another format takes the time of the line before
+        it.
+    type: list
+    elements: str
+  log_files_max_bytes:
+    description:
+      - At most this many bytes read from the end of each log file (a bound for a large file
+        and a O(grep) that matches little). RV(log_sources) says when it cut a file.
+    type: int
+    default: 67108864
   evidence_lines:
     description:
       - How many of the last journal lines a finding carries as evidence.
@@ -100,7 +138,8 @@ attributes:
       Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
-  - Runs C(systemctl) and C(journalctl); acting on units needs root (C(become)).
+  - Runs C(systemctl) and C(journalctl); acting on units needs root (C(become)), and so does
+    reading most log files (C(/var/log/postgresql) and C(/var/log/redis) are not world-readable).
 seealso:
   - module: auditlog.ops.host_facts
 """
@@ -116,6 +155,21 @@ EXAMPLES = r"""
     name: postgresql
     state: started
     wait_seconds: 60
+  become: true
+
+- name: nginx's 5xx answers and errors of the last hour, from its access and error logs
+  auditlog.ops.component:
+    name: nginx
+    logs: true
+    since: -1h
+    grep: '" 5[0-9][0-9] |\[(error|crit|alert|emerg)\]'
+  become: true
+
+- name: PostgreSQL's log of another cluster (the unit's instance names its file)
+  auditlog.ops.component:
+    name: postgresql
+    unit: postgresql@17-reports
+    logs: true
   become: true
 
 - name: The API's errors of the last 15 minutes
@@ -160,10 +214,36 @@ operation:
   type: str
 logs:
   description:
-    - The journal entries (oldest first), each C(time) (UTC), C(unit), C(host), C(priority), C(message).
+    - The journal entries and the log files' lines, merged in time order (oldest first), each
+      C(time) (ISO 8601 UTC, C(Z); null for a file's first lines when nothing before them has a
+      time), C(unit), C(host), C(priority) (the syslog level's name, C(err), C(warning), C(info)
+      ...), C(message) (a file's whole line) and C(source) (C(journal) or the file's path).
+    - "File lines' priority: nginx's error levels as syslog's; PostgreSQL's C(PANIC) emerg,
+      C(FATAL) crit, C(ERROR) err, C(WARNING) warning, C(NOTICE) notice, C(DEBUG*) debug (its
+      C(DETAIL), C(HINT), C(STATEMENT) lines that of the message before them); Redis' C(#)
+      warning, C(*) notice, C(-) info, C(.) debug (as Redis maps them to syslog); an nginx
+      access line err for a status from 500, warning from 400; anything else info."
   returned: when O(logs=true)
   type: list
   elements: dict
+  sample:
+    - time: "2026-12-01T15:29:00.000Z"
+      unit: nginx.service
+      host: web1
+      priority: err
+      message: '10.0.0.1 - - [01/Dec/2026:15:29:00 +0000] "GET /api/v1/logs HTTP/1.1" 502 157 "-" "curl/8"'
+      source: /var/log/nginx/access.log
+log_sources:
+  description:
+    - Where RV(logs) came from, each C(source) (C(journal), a file's path, or a glob that named no
+      file), C(available) (false when it could not be read), C(error) (why, or null) and
+      C(truncated) (true when O(log_files_max_bytes) cut the file).
+  returned: when O(logs=true)
+  type: list
+  elements: dict
+  sample:
+    - {source: journal, available: true, error: null, truncated: false}
+    - {source: /var/log/nginx/error.log, available: false, error: Permission denied, truncated: false}
 findings:
   description: What is wrong (module_utils/findings.py), e.g. the unit inactive, or crash-looping.
   returned: always
@@ -171,8 +251,11 @@ findings:
   elements: dict
 """
 
+import socket  # noqa: E402
+
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.auditlog.ops.plugins.module_utils import components as comp  # noqa: E402
+from ansible_collections.auditlog.ops.plugins.module_utils import logfiles as lf  # noqa: E402
 from ansible_collections.auditlog.ops.plugins.module_utils.findings import finding, unavailable  # noqa: E402
 
 DONE = {"start": "started", "stop": "stopped", "restart": "restarted"}
@@ -257,11 +340,64 @@ def argument_spec():
         "since": {"type": "str"},
         "tail": {"type": "int", "default": 50},
         "grep": {"type": "str"},
+        "log_files": {"type": "list", "elements": "str"},
+        "log_files_max_bytes": {"type": "int", "default": lf.MAX_BYTES},
         "evidence_lines": {"type": "int", "default": 15},
         "restarts_critical": {"type": "int", "default": 3},
         "wait_seconds": {"type": "float", "default": 30},
         "crash_sample_seconds": {"type": "float", "default": 2},
     }
+
+
+def log_files_option(value):
+    """O(log_files) as given: a list; or, from a k=v argument (C(log_files=[/a.log,/b.log]),
+    which Ansible splits at the commas), the list it spells. A log file's path is absolute, so a
+    leading C([) is a list's, not a glob's."""
+    if value is None:
+        return None
+    items = [str(v).strip() for v in value]
+    if items and items[0].startswith("[") and items[-1].endswith("]"):
+        items = [i.strip().strip("'\"") for i in ",".join(items)[1:-1].split(",")]
+    return [i for i in items if i]
+
+
+def _source(name, error=None):
+    return {"source": name, "available": error is None, "error": error, "truncated": False}
+
+
+def collect_logs(backend, component, target, log_files=None, since=None, lines=None, grep=None, **kw):
+    """The journal's entries of `target` and the lines of the component's log files, merged in
+    time order, the newest `lines`; and where they came from. A source that cannot be read is a
+    source record with its error, not an exception. LogFileError for a bad `since` or `grep`
+    when there are files to read. `kw`: host, max_bytes, now (for the tests)."""
+    patterns = comp.log_file_globs(component, target, log_files_option(log_files))
+    since_at = grep_re = None
+    if patterns:
+        since_at = lf.parse_since(since, now=kw.get("now"))
+        grep_re = lf.compile_grep(grep)
+    lists, sources = [], []
+    try:
+        if target is None:
+            raise comp.ComponentError(f"no {component} unit found to read the journal of")
+        lists.append(backend.logs(target, since=since, lines=lines, grep=grep))
+        sources.append(_source("journal"))
+    except comp.ComponentError as exc:
+        sources.append(_source("journal", str(exc)))
+    files, missing = lf.expand_globs(patterns)
+    for path in files:
+        entries, source = lf.read_log_file(
+            path,
+            since=since_at,
+            grep=grep_re,
+            lines=lines,
+            unit=target,
+            host=kw.get("host"),
+            max_bytes=kw.get("max_bytes", lf.MAX_BYTES),
+        )
+        lists.append(entries)
+        sources.append(source)
+    sources.extend(missing)
+    return lf.merge(lists, lines), sources
 
 
 def run_component(module, backend):
@@ -298,13 +434,45 @@ def run_component(module, backend):
 
     needs_journal = not status.get("active") or status["crash_loop"] or waited is False
     evidence = []
+    host = getattr(backend, "hostname", None)
     if needs_journal and status.get("exists"):
-        try:
-            evidence = backend.logs(target, lines=max(p["evidence_lines"] * 4, 50))
-        except comp.ComponentError as exc:
-            evidence = [{"time": None, "unit": target, "host": None, "priority": None, "message": str(exc)}]
+        evidence, sources = collect_logs(
+            backend,
+            name,
+            target,
+            p["log_files"],
+            lines=max(p["evidence_lines"] * 4, 50),
+            host=host,
+            max_bytes=p["log_files_max_bytes"],
+        )
+        for source in sources:
+            if not source["available"] and source["source"] == "journal":
+                evidence.insert(
+                    0,
+                    {
+                        "time": None,
+                        "unit": target,
+                        "host": None,
+                        "priority": None,
+                        "message": source["error"],
+                    },
+                )
     if p["logs"]:
-        result["logs"] = backend.logs(target, since=p["since"], lines=p["tail"], grep=p["grep"])
+        try:
+            result["logs"], result["log_sources"] = collect_logs(
+                backend,
+                name,
+                target,
+                p["log_files"],
+                since=p["since"],
+                lines=p["tail"],
+                grep=p["grep"],
+                host=host,
+                max_bytes=p["log_files_max_bytes"],
+            )
+        except lf.LogFileError as exc:
+            result["msg"] = str(exc)
+            module.fail_json(**result)
 
     findings = component_findings(
         name,
@@ -347,21 +515,41 @@ def main():
             raise comp.ComponentError(f"{argv[0]} not found: is this host run by systemd?")
         return module.run_command(argv, environ_update={"LC_ALL": "C", "SYSTEMD_COLORS": "0"})
 
+    p = module.params
+    backend = None
     try:
-        backend = comp.backend(module.params["mode"], run)
+        backend = comp.backend(p["mode"], run)
+        backend.hostname = socket.gethostname()
         run_component(module, backend)
     except comp.ComponentError as exc:
-        name, mode = module.params["name"], module.params["mode"]
-        if module.params["state"] == "status" and mode != "compose":
-            # A probe reports what it cannot reach as data.
-            module.exit_json(
-                changed=False,
-                component=name,
-                mode=mode,
-                operation="none",
-                status=unavailable(exc),
-                findings=[finding("critical", name, "unit_state", f"{name}: state unknown: {exc}")],
-            )
+        name, mode = p["name"], p["mode"]
+        if p["state"] == "status" and mode != "compose":
+            # A probe reports what it cannot reach as data, and the log files it can still read.
+            result = {
+                "changed": False,
+                "component": name,
+                "mode": mode,
+                "operation": "none",
+                "status": unavailable(exc),
+                "findings": [finding("critical", name, "unit_state", f"{name}: state unknown: {exc}")],
+            }
+            if p["logs"] and backend is not None:
+                unit = comp.unit_name(p["unit"]) if p["unit"] else comp.COMPONENTS[name]["unit"]
+                try:
+                    result["logs"], result["log_sources"] = collect_logs(
+                        backend,
+                        name,
+                        None if "*" in unit else unit,
+                        p["log_files"],
+                        since=p["since"],
+                        lines=p["tail"],
+                        grep=p["grep"],
+                        host=backend.hostname,
+                        max_bytes=p["log_files_max_bytes"],
+                    )
+                except lf.LogFileError as bad:
+                    module.fail_json(msg=str(bad), **result)
+            module.exit_json(**result)
         module.fail_json(msg=str(exc), component=name, mode=mode, findings=[])
 
 
