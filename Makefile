@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV  := .venv/bin
 
-.PHONY: demo test deps lint sanity test-unit test-service test-lab molecule lab-up lab-down bench clean
+.PHONY: demo test deps lint sanity test-unit test-service test-lab molecule lab-up lab-down bench bench-fleet clean
 
 demo: deps                     ## the stack deployed in the local lab, sample events, a health summary
 	$(VENV)/python scripts/demo.py $(ARGS)
@@ -41,6 +41,9 @@ lab-down: deps                 ## remove the lab's containers and network (the b
 
 bench: deps                    ## print the ingest and query figures (see docs/benchmarks.md)
 	$(VENV)/python bench/run_all.py
+
+bench-fleet: deps              ## fleet_health.yml on a 20-host lab of its own against ping (docs/benchmarks.md)
+	$(VENV)/python bench/fleet_health.py $(ARGS)
 
 clean:
 	rm -rf .venv reports .pytest_cache .ruff_cache
