@@ -47,14 +47,14 @@ def test_port_conflicts_name_a_foreign_listener_on_the_redis_port_and_end_it_onl
         assert taken and "http.server" in taken[0]["summary"], run.describe()
         move = run.findings(host="mq1", check="port_move")
         assert move and move[0]["variable"] == "redis_port", run.describe()
-        assert lab.exec("mq1", f"pgrep -f 'http.server {port}'", check=False).returncode == 0
+        assert lab.exec("mq1", f"pgrep -f '[h]ttp.server {port}'", check=False).returncode == 0
 
         fixed = lab.runbook("network/port_conflicts", limit="mq1", extra_vars={"port_conflicts_kill": True})
         assert fixed.ok and fixed.changed > 0, fixed.describe()
-        assert lab.exec("mq1", f"pgrep -f 'http.server {port}'", check=False).returncode != 0
+        assert lab.exec("mq1", f"pgrep -f '[h]ttp.server {port}'", check=False).returncode != 0
         assert lab.exec("mq1", "systemctl is-active redis-server").stdout.strip() == "active"
     finally:
-        lab.exec("mq1", f"pkill -f 'http.server {port}'; systemctl start redis-server", check=False)
+        lab.exec("mq1", f"pkill -f '[h]ttp.server {port}'; systemctl start redis-server", check=False)
     wait_healthy()
     again = assert_changes_nothing(lab, "network/port_conflicts", limit="mq1")
     assert critical(again) == [], again.describe()
