@@ -52,10 +52,8 @@ def test_services_wont_start_ends_a_foreign_process_on_the_api_port_only_when_as
 
 def test_services_wont_start_gives_postgresqls_data_directory_back_and_starts_it(lab, stack):
     data_dir = lab.exec("db1", "ls -d /var/lib/postgresql/*/main").stdout.strip()
-    lab.exec(
-        "db1",
-        f"systemctl stop postgresql@$(ls /etc/postgresql)-main; chown -R root:root {data_dir}; chmod 0755 {data_dir}",
-    )
+    unit = "postgresql@$(ls /etc/postgresql)-main"
+    lab.exec("db1", f"systemctl stop {unit}; chown -R root:root {data_dir}; chmod 0755 {data_dir}")
     try:
         run = lab.runbook("common/services_wont_start", limit="db1")
         assert run.ok and run.changed > 0, run.describe()
