@@ -349,8 +349,14 @@ def _load_collections() -> None:
     from ansible.plugins.loader import init_plugin_loader
     from ansible.utils.collection_loader import AnsibleCollectionConfig
 
-    if AnsibleCollectionConfig.collection_finder is None:  # a second init only warns
-        init_plugin_loader([str(ROOT / "collections")])
+    if AnsibleCollectionConfig.collection_finder is not None:  # a second init only warns
+        return
+    # Imported from the path already (a test module imported the collection through pytest's
+    # pythonpath): Ansible's finder installed now would refuse that package ("collection
+    # metadata was not loaded"), so the path's import stands.
+    if "ansible_collections" in sys.modules:
+        return
+    init_plugin_loader([str(ROOT / "collections")])
 
 
 def _terminate(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
