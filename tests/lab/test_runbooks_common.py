@@ -102,7 +102,7 @@ def test_database_connection_starts_postgresql_and_resets_a_changed_password_onl
     )
     wait_healthy()
 
-    lab.exec("db1", "runuser -u postgres -- psql -qc \"ALTER ROLE audit_service PASSWORD 'not-the-secret'\"")
+    lab.exec("db1", "runuser -u postgres -- psql -qc \"ALTER ROLE audit_user PASSWORD 'not-the-secret'\"")
     try:
         refused = lab.runbook("common/database_connection", extra_vars={"database_amcheck": False})
         assert refused.ok and refused.changed == 0, refused.describe()

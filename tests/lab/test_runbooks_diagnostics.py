@@ -45,7 +45,7 @@ def test_health_check_names_a_stopped_redis_and_the_degraded_api(lab, stack):
 
 def test_connectivity_names_the_failing_links_and_the_servers_errors(lab, stack):
     lab.exec("mq2", "systemctl stop nats-server")
-    lab.exec("db1", "runuser -u postgres -- psql -qc \"ALTER ROLE audit_service PASSWORD 'not-the-secret'\"")
+    lab.exec("db1", "runuser -u postgres -- psql -qc \"ALTER ROLE audit_user PASSWORD 'not-the-secret'\"")
     try:
         run = lab.runbook("diagnostics/connectivity")
         assert run.ok, run.describe()
