@@ -28,7 +28,7 @@ def test_services_wont_start_ends_a_foreign_process_on_the_api_port_only_when_as
     lab.exec("app1", "systemctl stop audit-api")
     lab.exec("app1", "setsid python3 -m http.server 8000 >/dev/null 2>&1 < /dev/null &")
     try:
-        run = lab.runbook("common/services_wont_start", limit="app1")
+        run = lab.runbook("playbooks/runbooks/common/services_wont_start.yml", limit="app1")
         taken = critical(run, host="app1", component="api", check="port_owner")
         assert taken and "http.server" in taken[0]["summary"] and "pid" in taken[0]["summary"], run.describe()
         assert critical(run, host="app1", check="port_taken"), run.describe()
@@ -36,7 +36,9 @@ def test_services_wont_start_ends_a_foreign_process_on_the_api_port_only_when_as
         assert lab.exec("app1", "pgrep -f '[h]ttp.server 8000'", check=False).returncode == 0
 
         fixed = lab.runbook(
-            "common/services_wont_start", limit="app1", extra_vars={"services_kill_foreign": True}
+            "playbooks/runbooks/common/services_wont_start.yml",
+            limit="app1",
+            extra_vars={"services_kill_foreign": True},
         )
         assert fixed.ok and fixed.changed > 0, fixed.describe()
         ended = [f for f in critical(fixed, host="app1", check="port_owner") if f["remediation"]]
@@ -46,7 +48,7 @@ def test_services_wont_start_ends_a_foreign_process_on_the_api_port_only_when_as
     finally:
         lab.exec("app1", "pkill -f '[h]ttp.server 8000'; systemctl start audit-api", check=False)
     wait_healthy()
-    again = assert_changes_nothing(lab, "common/services_wont_start", limit="app1")
+    again = assert_changes_nothing(lab, "playbooks/runbooks/common/services_wont_start.yml", limit="app1")
     assert critical(again) == [], again.describe()
 
 
@@ -55,7 +57,7 @@ def test_services_wont_start_gives_postgresqls_data_directory_back_and_starts_it
     unit = "postgresql@$(ls /etc/postgresql)-main"
     lab.exec("db1", f"systemctl stop {unit}; chown -R root:root {data_dir}; chmod 0755 {data_dir}")
     try:
-        run = lab.runbook("common/services_wont_start", limit="db1")
+        run = lab.runbook("playbooks/runbooks/common/services_wont_start.yml", limit="db1")
         assert run.ok and run.changed > 0, run.describe()
         wrong = critical(run, host="db1", component="postgresql", check="data_dir_permissions")
         assert wrong and "root:root" in wrong[0]["summary"] and wrong[0]["remediation"], run.describe()
@@ -70,7 +72,7 @@ def test_services_wont_start_gives_postgresqls_data_directory_back_and_starts_it
         lab.exec("db1", f"chown -R postgres:postgres {data_dir}; chmod 0700 {data_dir}", check=False)
         lab.exec("db1", "systemctl start postgresql@$(ls /etc/postgresql)-main", check=False)
     wait_healthy()
-    again = assert_changes_nothing(lab, "common/services_wont_start", limit="db1")
+    again = assert_changes_nothing(lab, "playbooks/runbooks/common/services_wont_start.yml", limit="db1")
     assert critical(again) == [], again.describe()
 
 
@@ -79,7 +81,7 @@ def test_services_wont_start_names_the_bad_setting_of_a_crash_looping_unit(lab, 
     lab.exec("app2", f"cp {env_file} /root/worker.env.good && echo DATABASE_POOL_SIZE=lots >> {env_file}")
     lab.exec("app2", "systemctl restart audit-worker", check=False)
     try:
-        run = lab.runbook("common/services_wont_start", limit="app2")
+        run = lab.runbook("playbooks/runbooks/common/services_wont_start.yml", limit="app2")
         looping = critical(run, host="app2", component="worker")
         assert looping, run.describe()
         evidence = " ".join(str(f["evidence"]) for f in looping)
@@ -87,13 +89,15 @@ def test_services_wont_start_names_the_bad_setting_of_a_crash_looping_unit(lab, 
     finally:
         lab.exec("app2", f"cp /root/worker.env.good {env_file} && systemctl restart audit-worker")
     assert lab.exec("app2", "systemctl is-active audit-worker").stdout.strip() == "active"
-    again = assert_changes_nothing(lab, "common/services_wont_start", limit="app2")
+    again = assert_changes_nothing(lab, "playbooks/runbooks/common/services_wont_start.yml", limit="app2")
     assert critical(again) == [], again.describe()
 
 
 def test_database_connection_starts_postgresql_and_resets_a_changed_password_only_when_asked(lab, stack):
     lab.exec("db1", "systemctl stop postgresql@$(ls /etc/postgresql)-main")
-    started = lab.runbook("common/database_connection", extra_vars={"database_amcheck": False})
+    started = lab.runbook(
+        "playbooks/runbooks/common/database_connection.yml", extra_vars={"database_amcheck": False}
+    )
     assert started.ok and started.changed > 0, started.describe()
     assert critical(started, host="db1", component="postgresql"), started.describe()
     assert (
@@ -104,14 +108,18 @@ def test_database_connection_starts_postgresql_and_resets_a_changed_password_onl
 
     lab.exec("db1", "runuser -u postgres -- psql -qc \"ALTER ROLE audit_user PASSWORD 'not-the-secret'\"")
     try:
-        refused = lab.runbook("common/database_connection", extra_vars={"database_amcheck": False})
+        refused = lab.runbook(
+            "playbooks/runbooks/common/database_connection.yml", extra_vars={"database_amcheck": False}
+        )
         assert refused.ok and refused.changed == 0, refused.describe()
         told = critical(refused, host="db1", check="service_password")
         assert told and told[0]["variable"] == "database_reset_password", refused.describe()
         links = critical(refused, host="app1", component="postgresql")
         assert any("28P01" in str(f) for f in links), refused.describe()
     finally:
-        reset = lab.runbook("common/database_connection", extra_vars={"database_reset_password": True})
+        reset = lab.runbook(
+            "playbooks/runbooks/common/database_connection.yml", extra_vars={"database_reset_password": True}
+        )
     assert reset.ok and reset.changed > 0, reset.describe()
     assert [f for f in critical(reset, host="db1", check="service_password") if f["remediation"]], (
         reset.describe()
@@ -119,7 +127,9 @@ def test_database_connection_starts_postgresql_and_resets_a_changed_password_onl
     amcheck = reset.findings(host="db1", check="amcheck")
     assert amcheck and amcheck[0]["severity"] == "info", reset.describe()
     wait_healthy()
-    again = assert_changes_nothing(lab, "common/database_connection", extra_vars={"database_amcheck": False})
+    again = assert_changes_nothing(
+        lab, "playbooks/runbooks/common/database_connection.yml", extra_vars={"database_amcheck": False}
+    )
     assert critical(again) == [], again.describe()
 
 
@@ -136,7 +146,7 @@ def test_high_memory_names_a_hungry_foreign_process_and_clears_only_the_service_
     lab.exec("mq1", f"{redis} SET foreign:key keep >/dev/null")
     try:
         run = lab.runbook(
-            "common/high_memory",
+            "playbooks/runbooks/common/high_memory.yml",
             extra_vars={"high_memory_clear_cache": True, "high_memory_process_percent": 5},
         )
         assert run.ok, run.describe()
@@ -150,7 +160,9 @@ def test_high_memory_names_a_hungry_foreign_process_and_clears_only_the_service_
     finally:
         lab.exec("app1", "pkill -f '[b]ytearray'", check=False)
         lab.exec("mq1", f"{redis} DEL foreign:key >/dev/null", check=False)
-    again = assert_changes_nothing(lab, "common/high_memory", extra_vars={"high_memory_clear_cache": True})
+    again = assert_changes_nothing(
+        lab, "playbooks/runbooks/common/high_memory.yml", extra_vars={"high_memory_clear_cache": True}
+    )
     assert critical(again) == [], again.describe()
 
 
@@ -170,7 +182,9 @@ def test_high_memory_applies_pool_and_memory_limits_rolling_while_ingest_answers
         assert sender.acked, f"ingest did not start: {sender.failures[:5]}"
         extra = {"high_memory_apply": True, **settings}
         run = lab.runbook(
-            "common/high_memory", limit="audit_api:audit_worker:audit_cache:localhost", extra_vars=extra
+            "playbooks/runbooks/common/high_memory.yml",
+            limit="audit_api:audit_worker:audit_cache:localhost",
+            extra_vars=extra,
         )
         acked_during = len(sender.acked)
     finally:
@@ -201,7 +215,7 @@ def test_api_timeouts_finds_a_dropped_index_and_rebuilds_it_from_the_migration(l
     try:
         for _ in range(5):
             lablib.lb_request("GET", "/api/v1/audit/logs", headers={"X-API-Key": key})
-        run = lab.runbook("common/api_timeouts")
+        run = lab.runbook("playbooks/runbooks/common/api_timeouts.yml")
         assert run.ok and run.changed == 0, run.describe()
         missing = critical(run, host="db1", check="missing_index")
         assert [f for f in missing if "idx_audit_logs_tenant_created" in f["summary"]], run.describe()
@@ -211,7 +225,9 @@ def test_api_timeouts_finds_a_dropped_index_and_rebuilds_it_from_the_migration(l
         timing = [f for f in run.report["findings"] if f["host"] in ("app1", "lb1")]
         assert timing == [] or all(f["severity"] != "critical" for f in timing), run.describe()
 
-        fixed = lab.runbook("common/api_timeouts", extra_vars={"api_timeouts_rebuild_indexes": True})
+        fixed = lab.runbook(
+            "playbooks/runbooks/common/api_timeouts.yml", extra_vars={"api_timeouts_rebuild_indexes": True}
+        )
         assert fixed.ok and fixed.changed > 0, fixed.describe()
     finally:
         index = "idx_audit_logs_tenant_created ON audit_logs (tenant_id, created_at)"
@@ -224,6 +240,6 @@ def test_api_timeouts_finds_a_dropped_index_and_rebuilds_it_from_the_migration(l
     sql = f"SELECT count(*) FROM pg_stat_user_tables WHERE relname LIKE 'audit_logs%' AND {recent}"
     assert int(lab.exec("db1", f'{psql} "{sql}"').stdout.strip()) > 0, "ANALYZE did not run"
     again = assert_changes_nothing(
-        lab, "common/api_timeouts", extra_vars={"api_timeouts_rebuild_indexes": True}
+        lab, "playbooks/runbooks/common/api_timeouts.yml", extra_vars={"api_timeouts_rebuild_indexes": True}
     )
     assert critical(again) == [], again.describe()

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.lab
 def test_health_check_names_a_stopped_redis_and_the_degraded_api(lab, stack):
     lab.exec("mq1", "systemctl stop redis-server")
     try:
-        run = lab.runbook("diagnostics/health_check")
+        run = lab.runbook("playbooks/runbooks/diagnostics/health_check.yml")
         assert run.ok, run.describe()  # runbook_fail_on defaults to never
         assert critical(run, host="mq1", component="redis", check="unit_state"), run.describe()
         assert critical(run, host="mq1", component="redis", check="reachable") or critical(
@@ -32,13 +32,15 @@ def test_health_check_names_a_stopped_redis_and_the_degraded_api(lab, stack):
         assert summaries["mq1"]["evidence"]["units"]["redis-server.service"]["active_state"] == "inactive"
         assert set(run.report["hosts"]) == set(lab.hosts)
 
-        failing = lab.runbook("diagnostics/health_check", extra_vars={"runbook_fail_on": "critical"})
+        failing = lab.runbook(
+            "playbooks/runbooks/diagnostics/health_check.yml", extra_vars={"runbook_fail_on": "critical"}
+        )
         assert not failing.ok, "a critical finding must fail the run when runbook_fail_on=critical"
     finally:
         lab.exec("mq1", "systemctl start redis-server")
     wait_healthy()
     again = assert_changes_nothing(
-        lab, "diagnostics/health_check", extra_vars={"runbook_fail_on": "critical"}
+        lab, "playbooks/runbooks/diagnostics/health_check.yml", extra_vars={"runbook_fail_on": "critical"}
     )
     assert critical(again) == [], again.describe()
 
@@ -47,7 +49,7 @@ def test_connectivity_names_the_failing_links_and_the_servers_errors(lab, stack)
     lab.exec("mq2", "systemctl stop nats-server")
     lab.exec("db1", "runuser -u postgres -- psql -qc \"ALTER ROLE audit_user PASSWORD 'not-the-secret'\"")
     try:
-        run = lab.runbook("diagnostics/connectivity")
+        run = lab.runbook("playbooks/runbooks/diagnostics/connectivity.yml")
         assert run.ok, run.describe()
         for host in ("app1", "app2"):
             pg = critical(run, host=host, component="postgresql")
@@ -59,10 +61,12 @@ def test_connectivity_names_the_failing_links_and_the_servers_errors(lab, stack)
             assert not critical(run, host=host, component="redis"), run.describe()
     finally:
         lab.exec("mq2", "systemctl start nats-server")
-        reset = lab.runbook("common/database_connection", extra_vars={"database_reset_password": True})
+        reset = lab.runbook(
+            "playbooks/runbooks/common/database_connection.yml", extra_vars={"database_reset_password": True}
+        )
         assert reset.ok, reset.describe()
     wait_healthy()
-    again = assert_changes_nothing(lab, "diagnostics/connectivity")
+    again = assert_changes_nothing(lab, "playbooks/runbooks/diagnostics/connectivity.yml")
     assert critical(again) == [], again.describe()
 
 
@@ -71,7 +75,9 @@ def test_logs_show_a_burst_of_failing_requests_by_host_unit_and_time(lab, stack)
     for _ in range(20):
         r = lablib.lb_request("GET", "/api/v1/audit/logs", headers={"X-API-Key": marker})
         assert r.status_code in (401, 403), r.text
-    run = lab.runbook("diagnostics/logs", extra_vars={"logs_since": "-5min", "logs_tail": 200})
+    run = lab.runbook(
+        "playbooks/runbooks/diagnostics/logs.yml", extra_vars={"logs_since": "-5min", "logs_tail": 200}
+    )
     assert run.ok, run.describe()
     components = {f["component"] for f in run.findings(check="log_lines")} | {
         f["component"] for f in run.findings(check="log_errors")
@@ -84,12 +90,31 @@ def test_logs_show_a_burst_of_failing_requests_by_host_unit_and_time(lab, stack)
     )
 
     only_api = lab.runbook(
-        "diagnostics/logs", extra_vars={"logs_components": ["api"], "logs_since": "-5min", "logs_grep": "401"}
+        "playbooks/runbooks/diagnostics/logs.yml",
+        extra_vars={"logs_components": ["api"], "logs_since": "-5min", "logs_grep": "401"},
     )
     assert only_api.ok, only_api.describe()
     assert {f["component"] for f in only_api.report["findings"]} == {"api"}, only_api.describe()
     assert all("401" in e["message"] for f in only_api.report["findings"] for e in f["evidence"])
 
-    tail = lab.runbook("diagnostics/logs", extra_vars={"logs_components": ["api"], "logs_tail": 2})
+    tail = lab.runbook(
+        "playbooks/runbooks/diagnostics/logs.yml", extra_vars={"logs_components": ["api"], "logs_tail": 2}
+    )
     assert tail.ok and all(len(f["evidence"]) <= 2 for f in tail.report["findings"]), tail.describe()
     assert tail.changed == 0
+
+
+def test_fleet_health_lists_every_host_in_one_table_and_names_a_stopped_unit(lab, stack):
+    lab.exec("mq3", "systemctl stop nats-server")
+    try:
+        run = lab.runbook("playbooks/runbooks/fleet_health.yml")
+        assert run.ok and run.changed == 0, run.describe()
+        rows = {f["host"]: f["evidence"] for f in run.findings(check="fleet_row")}
+        assert set(rows) == set(lab.hosts), run.describe()
+        assert rows["mq3"]["units_down"] == ["nats-server.service"], rows["mq3"]
+        assert rows["mq1"]["units_down"] == [] and rows["mq1"]["units_up"] == rows["mq1"]["units_total"]
+        assert critical(run, host="mq3", component="nats", check="unit_state"), run.describe()
+        assert "Fleet table" in run.output and "nats-server.service" in run.output, run.describe()
+    finally:
+        lab.exec("mq3", "systemctl start nats-server")
+    wait_healthy()

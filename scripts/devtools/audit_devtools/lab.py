@@ -162,9 +162,6 @@ class PlaybookResult:
         return f"{shlex.join(self.args)} -> rc={self.rc} (log: {self.log})\n{self.tail()}"
 
 
-RUNBOOKS = ROOT / "playbooks" / "runbooks"
-
-
 def _reports_root() -> Path:
     root = LOG_DIR / "reports"
     root.mkdir(parents=True, exist_ok=True)
@@ -332,8 +329,8 @@ class Lab:
         kwargs.setdefault("inventory", self.inventory)
         return run_playbook(playbook, *args, **kwargs)
 
-    def runbook(self, name: str, *args: str, **kwargs) -> RunbookResult:
-        """Run playbooks/runbooks/<name>.yml against the lab; the result holds the run's report.
+    def runbook(self, playbook: str, *args: str, **kwargs) -> RunbookResult:
+        """Run a runbook (playbooks/runbooks/....yml) against the lab; the result holds the run's report.
 
         The report goes to a directory of the run's own (AUDITLOG_REPORT_DIR), so that a result
         never reads another run's report.
@@ -341,7 +338,7 @@ class Lab:
         report_dir = Path(tempfile.mkdtemp(prefix="report-", dir=_reports_root()))
         env = {**kwargs.pop("env", {}), "AUDITLOG_REPORT_DIR": str(report_dir)}
         kwargs.setdefault("inventory", self.inventory)
-        run = run_playbook(RUNBOOKS / f"{name}.yml", *args, env=env, **kwargs)
+        run = run_playbook(playbook, *args, env=env, **kwargs)
         reports = sorted(report_dir.glob("*-latest.json"))
         report = json.loads(reports[0].read_text()) if reports else None
         return RunbookResult(**vars(run), report=report, report_dir=report_dir)
