@@ -214,7 +214,7 @@ def test_unreachable_ports():
     [
         ({"monitor_url": "http://mq1:8222/"}, "http://mq1:8222"),
         ({"server_host": "mq1", "monitor_port": 8222}, "http://mq1:8222"),
-        ({"server_host": "mq1", "monitor_host": "10.0.0.1", "monitor_port": 9000}, "http://10.0.0.1:9000"),
+        ({"server_host": "mq1", "monitor_host": "192.0.2.1", "monitor_port": 9000}, "http://192.0.2.1:9000"),
         ({"server_host": "::1", "monitor_port": 8222, "monitor_ca_file": "/ca"}, "https://[::1]:8222"),
     ],
 )
