@@ -9,6 +9,24 @@ import os
 
 import pytest
 import testinfra
+from audit_devtools import lab as lablib
+from testinfra.utils import ansible_runner
+
+# testinfra reaches each host by the ansible_host of `ansible-inventory --list`, untemplated:
+# put the lab's id into the container names (hosts.yml: audit-{{ lab_id }}-<host>) before any
+# host is made (testinfra makes them while collecting the tests, after this file is read).
+_read_inventory = ansible_runner.get_ansible_inventory
+
+
+def _inventory_with_lab_id(*args, **kwargs):
+    inventory = _read_inventory(*args, **kwargs)
+    for hostvars in inventory.get("_meta", {}).get("hostvars", {}).values():
+        if isinstance(hostvars.get("ansible_host"), str):
+            hostvars["ansible_host"] = lablib.with_lab_id(hostvars["ansible_host"])
+    return inventory
+
+
+ansible_runner.get_ansible_inventory = _inventory_with_lab_id
 
 
 @pytest.fixture(scope="session")

@@ -279,6 +279,12 @@ def destroy(inventory: str | Path = LAB_INVENTORY) -> PlaybookResult:
     return run_playbook("playbooks/lab.yml", inventory=inventory, extra_vars={"lab_state": "absent"})
 
 
+def with_lab_id(value: str) -> str:
+    """A hosts.yml value with the lab's id put in (`ansible-inventory --list`, which the tests and
+    testinfra read, does not template: audit-{{ lab_id }}-db1 -> audit-lab-test-db1)."""
+    return value.replace("{{ lab_id }}", LAB_ID)
+
+
 def inventory_hosts(inventory: str | Path = LAB_INVENTORY) -> dict[str, dict]:
     """Every host of the inventory with its variables (group_vars merged), as Ansible sees them."""
     out = subprocess.run(
@@ -308,7 +314,7 @@ class Lab:
 
     def container(self, host: str) -> str:
         """The container behind an inventory host (its ansible_host, with the lab's id in it)."""
-        return self.hostvars[host].get("ansible_host", host).replace("{{ lab_id }}", LAB_ID)
+        return with_lab_id(self.hostvars[host].get("ansible_host", host))
 
     def exec(
         self, host: str, command: str | list[str], check: bool = True, timeout: float = 120
