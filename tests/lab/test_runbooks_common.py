@@ -8,7 +8,7 @@ import time
 import pytest
 from audit_devtools import lab as lablib
 from support.ingest import Sender, tenant_key
-from support.runbooks import assert_changes_nothing, critical, wait_healthy
+from support.runbooks import assert_changes_nothing, critical, wait_active, wait_healthy
 
 pytestmark = pytest.mark.lab
 
@@ -88,7 +88,7 @@ def test_services_wont_start_names_the_bad_setting_of_a_crash_looping_unit(lab, 
         assert "DATABASE_POOL_SIZE" in evidence, run.describe()
     finally:
         lab.exec("app2", f"cp /root/worker.env.good {env_file} && systemctl restart audit-worker")
-    assert lab.exec("app2", "systemctl is-active audit-worker").stdout.strip() == "active"
+    wait_active(lab, "app2", "audit-worker")
     again = assert_changes_nothing(lab, "playbooks/runbooks/common/services_wont_start.yml", limit="app2")
     assert critical(again) == [], again.describe()
 

@@ -36,3 +36,15 @@ def assert_changes_nothing(lab: lablib.Lab, runbook: str, **kwargs) -> lablib.Ru
 
 def critical(run: lablib.RunbookResult, **match) -> list[dict]:
     return run.findings(severity="critical", **match)
+
+
+def wait_active(lab: lablib.Lab, host: str, unit: str, timeout: float = 60) -> None:
+    """Wait until systemd says the unit is active (a restart may pass through activating)."""
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        state = lab.exec(host, f"systemctl is-active {unit}", check=False).stdout.strip()
+        if state == "active":
+            return
+        time.sleep(1)
+    raise AssertionError(f"{unit} on {host} is {state or 'unknown'} after {timeout:.0f} s, not active")
