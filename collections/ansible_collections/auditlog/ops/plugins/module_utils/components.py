@@ -436,13 +436,21 @@ class SystemdBackend(Backend):
                 "systemctl {} {} failed: {}".format(verb, target, err.strip() or f"exit {rc}")
             )
 
+    def _clear_start_limit(self, target):
+        # A unit that crash-looped past its StartLimitBurst refuses every start ("start request
+        # repeated too quickly") until its failed state is reset: an operator's start means to
+        # try again. Nothing else changes (reset-failed on a healthy unit is a no-op).
+        self.run(["systemctl", "reset-failed", "--", target])
+
     def start(self, target):
+        self._clear_start_limit(target)
         self._systemctl("start", target)
 
     def stop(self, target):
         self._systemctl("stop", target)
 
     def restart(self, target):
+        self._clear_start_limit(target)
         self._systemctl("restart", target)
 
     def logs(self, target, since=None, lines=None, grep=None):
