@@ -8,5 +8,7 @@ This runs before any test module imports audit_devtools.lab, which reads them on
 
 import os
 
-os.environ.setdefault("AUDIT_LAB", "lab-test")
+from support import SESSION_LAB
+
+os.environ.setdefault("AUDIT_LAB", SESSION_LAB)
 os.environ.setdefault("AUDIT_LAB_PORT_OFFSET", "100")

@@ -8,10 +8,25 @@ import os
 
 import pytest
 from audit_devtools import lab as lablib
+from support import SESSION_LAB
 
 
 @pytest.fixture(scope="session")
 def lab():
+    leftover = lablib.existing_containers() if not lablib.LAB_SECRETS.exists() else []
+    if leftover:
+        # Another checkout made these (its secrets file is there, not here), and common rightly
+        # refuses to deploy new passwords over them. The session's own lab is remade; a lab the
+        # user named is theirs, so it is only reported.
+        if lablib.LAB_ID != SESSION_LAB:
+            pytest.fail(
+                f"{', '.join(leftover)} exist but {lablib.LAB_SECRETS} does not: restore it, or remove"
+                f" the lab (AUDIT_LAB={lablib.LAB_ID} make lab-down)",
+                pytrace=False,
+            )
+        destroyed = lablib.destroy()
+        if not destroyed.ok:
+            pytest.fail(f"a leftover lab could not be removed:\n{destroyed.describe()}", pytrace=False)
     created = lablib.create()
     if not created.ok:
         pytest.fail(f"the lab could not be created:\n{created.describe()}", pytrace=False)

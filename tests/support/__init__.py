@@ -2,3 +2,7 @@
 
 What the benchmarks and the demo share with the tests lives in audit_devtools (scripts/devtools/).
 """
+
+# The lab the tests run on when AUDIT_LAB is not set (tests/conftest.py): the test session's own,
+# which it may remove and remake; any other lab is the user's.
+SESSION_LAB = "lab-test"

@@ -279,6 +279,18 @@ def destroy(inventory: str | Path = LAB_INVENTORY) -> PlaybookResult:
     return run_playbook("playbooks/lab.yml", inventory=inventory, extra_vars={"lab_state": "absent"})
 
 
+def existing_containers(inventory: str | Path = LAB_INVENTORY) -> list[str]:
+    """The inventory's containers that exist now, running or not ([] when Docker is not up yet)."""
+    names = {Lab(inventory).container(h) for h in inventory_hosts(inventory)}
+    try:
+        out = subprocess.run(
+            ["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return sorted(names & set(out.stdout.split())) if out.returncode == 0 else []
+
+
 def with_lab_id(value: str) -> str:
     """A hosts.yml value with the lab's id put in (`ansible-inventory --list`, which the tests and
     testinfra read, does not template: audit-{{ lab_id }}-db1 -> audit-lab-test-db1)."""
