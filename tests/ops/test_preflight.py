@@ -17,6 +17,13 @@ from audit_devtools import lab as lablib
 EXAMPLE = lablib.ROOT / "inventories" / "production.example"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def wheelhouse():
+    """The wheelhouse built before the first run (site.yml builds it under --tags preflight too, a
+    change on the controller): the checks below then run on a controller that has deployed before."""
+    subprocess.run([str(lablib.ROOT / "scripts" / "build_wheelhouse.sh")], cwd=lablib.ROOT, check=True)
+
+
 @pytest.fixture
 def inventory(tmp_path):
     """A copy of inventories/production.example whose hosts are reached locally, with a secrets file."""
