@@ -35,6 +35,7 @@ from ansible_collections.auditlog.ops.plugins.module_utils.redis_api import (
     RespReader,
     encode_command,
 )
+from ansible_collections.auditlog.ops.plugins.module_utils.tls import TLSError, client_context
 
 STAGES = ("resolve", "connect", "tls", "auth")
 COMPONENTS = {"postgres": "postgresql", "redis": "redis", "nats": "nats"}
@@ -112,22 +113,11 @@ def connect(infos, host, port, timeout, facts):
 
 
 def tls_context(verify, ca_file=None, client_cert=None, client_key=None):
-    """verify: full (chain and name), ca (chain only), none. Raises StageError('tls') on bad files."""
+    """tls.client_context, its error a failed 'tls' stage."""
     try:
-        if verify == "none":
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        else:
-            context = ssl.create_default_context(cafile=ca_file)
-            context.check_hostname = verify == "full"
-        if client_cert:
-            context.load_cert_chain(client_cert, client_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise StageError(
-            "tls", f"cannot load the TLS files (ca_file {ca_file}, client_cert {client_cert}): {exc}"
-        ) from None
-    return context
+        return client_context(ca_file, client_cert, client_key, verify)
+    except TLSError as exc:
+        raise StageError("tls", str(exc)) from None
 
 
 def start_tls(sock, context, host, address, facts):

@@ -17,7 +17,8 @@ import binascii
 import json
 import os
 import socket
-import ssl
+
+from ansible_collections.auditlog.ops.plugins.module_utils import tls
 
 CLIENT_NAME = "ansible-auditlog-ops"
 CLIENT_VERSION = "0.1.0"
@@ -180,22 +181,10 @@ class NatsClient:
 
     def _start_tls(self):
         try:
-            context = ssl.create_default_context(cafile=self.ca_file)
-            if self.client_cert:
-                context.load_cert_chain(self.client_cert, self.client_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise NatsConnectionError(
-                f"cannot load the TLS files (ca_file {self.ca_file}, client_cert {self.client_cert}): {exc}"
-            ) from None
-        try:
-            self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
-        except ssl.SSLCertVerificationError as exc:
-            raise NatsConnectionError(
-                f"NATS at {self.address}: its certificate does not verify ({exc.verify_message}):"
-                " give ca_file, the CA that signed it, and a server_host named in it"
-            ) from None
-        except (OSError, ssl.SSLError) as exc:
-            raise NatsConnectionError(f"NATS at {self.address}: TLS handshake failed: {exc}") from None
+            context = tls.client_context(self.ca_file, self.client_cert, self.client_key)
+            self.sock = tls.wrap(self.sock, context, self.host, f"NATS at {self.address}")
+        except tls.TLSError as exc:
+            raise NatsConnectionError(str(exc)) from None
         self._buf = b""
 
     def close(self):

@@ -9,10 +9,11 @@ tests. See https://docs.nats.io/running-a-nats-service/nats_admin/monitoring.
 """
 
 import json
-import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+
+from ansible_collections.auditlog.ops.plugins.module_utils import tls
 
 NANOSECONDS = 1000000000
 # connz's `reason` of a connection closed for its credentials (kept in the closed-connections ring).
@@ -41,9 +42,9 @@ class Monitor:
         self.context = None
         if self.base_url.startswith("https:"):
             try:
-                self.context = ssl.create_default_context(cafile=ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise MonitorError(f"cannot load monitor_ca_file {ca_file}: {exc}") from None
+                self.context = tls.client_context(ca_file)
+            except tls.TLSError as exc:
+                raise MonitorError(f"monitor_ca_file: {exc}") from None
 
     def get(self, endpoint, **query):
         url = f"{self.base_url}/{endpoint}"

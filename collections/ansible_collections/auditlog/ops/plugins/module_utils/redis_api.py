@@ -10,7 +10,8 @@ of INFO and CONFIG GET replies, shared by the modules and their unit tests.
 """
 
 import socket
-import ssl
+
+from ansible_collections.auditlog.ops.plugins.module_utils import tls
 
 
 def redis_common_argument_spec():
@@ -265,25 +266,11 @@ class RedisClient:
 
     def _wrap(self, sock):
         try:
-            context = ssl.create_default_context(cafile=self.ca_file)
-            if self.client_cert:
-                context.load_cert_chain(self.client_cert, self.client_key)
-        except (OSError, ssl.SSLError) as exc:
+            context = tls.client_context(self.ca_file, self.client_cert, self.client_key)
+            return tls.wrap(sock, context, self.host, f"Redis at {self.address}")
+        except tls.TLSError as exc:
             sock.close()
-            raise RedisConnectionError(
-                f"cannot load the TLS files (ca_file {self.ca_file}, client_cert {self.client_cert}): {exc}"
-            ) from None
-        try:
-            return context.wrap_socket(sock, server_hostname=self.host)
-        except ssl.SSLCertVerificationError as exc:
-            sock.close()
-            raise RedisConnectionError(
-                f"Redis at {self.address}: its certificate does not verify ({exc.verify_message}):"
-                " give ca_file, the CA that signed it, and a server_host named in it"
-            ) from None
-        except (OSError, ssl.SSLError) as exc:
-            sock.close()
-            raise RedisConnectionError(f"Redis at {self.address}: TLS handshake failed: {exc}") from None
+            raise RedisConnectionError(str(exc)) from None
 
     def _recv(self):
         try:

@@ -152,6 +152,7 @@ from http.client import HTTPConnection, HTTPException  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.auditlog.ops.plugins.module_utils import tls  # noqa: E402
 from ansible_collections.auditlog.ops.plugins.module_utils.findings import finding  # noqa: E402
 
 HEALTH = "/api/v1/metrics/health"
@@ -414,14 +415,9 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     p = module.params
     try:
-        ctx = (
-            ssl.create_default_context(cafile=p["ca_file"]) if p["ca_file"] else ssl.create_default_context()
-        )
-    except (OSError, ssl.SSLError) as exc:
-        module.fail_json(msg="ca_file {} cannot be used: {}".format(p["ca_file"], exc))
-    if not p["validate_certs"]:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+        ctx = tls.client_context(p["ca_file"], verify="full" if p["validate_certs"] else "none")
+    except tls.TLSError as exc:
+        module.fail_json(msg=str(exc))
     names = [ep["name"] for ep in p["endpoints"]]
     if len(set(names)) != len(names):
         module.fail_json(msg="endpoints: each needs a name of its own, not {}".format(", ".join(names)))
