@@ -37,6 +37,16 @@ def finding(severity, component, check, summary, evidence=None, remediation=None
     }
 
 
+def level(value, warning, critical, above=True):
+    """critical, warning or None for a figure against its two thresholds (above=False: the figure
+    is bad when low, e.g. available memory). None for an unknown figure."""
+    if value is None:
+        return None
+    if above:
+        return "critical" if value >= critical else "warning" if value >= warning else None
+    return "critical" if value <= critical else "warning" if value <= warning else None
+
+
 def rank(severity):
     """critical 3, warning 2, info 1; anything else (none, ok) 0."""
     return _RANK.get(severity, 0)

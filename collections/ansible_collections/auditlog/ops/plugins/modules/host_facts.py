@@ -195,7 +195,7 @@ import time  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.auditlog.ops.plugins.module_utils import components as comp  # noqa: E402
 from ansible_collections.auditlog.ops.plugins.module_utils import procfs  # noqa: E402
-from ansible_collections.auditlog.ops.plugins.module_utils.findings import finding, unavailable  # noqa: E402
+from ansible_collections.auditlog.ops.plugins.module_utils.findings import finding, level, unavailable  # noqa: E402
 
 THRESHOLDS = (
     ("load_per_cpu_warning", 1.5),
@@ -218,21 +218,13 @@ def _gib(n):
     return "%.1f GiB" % (n / 2**30) if n is not None else "?"
 
 
-def _level(value, warning, critical, above=True):
-    if value is None:
-        return None
-    if above:
-        return "critical" if value >= critical else "warning" if value >= warning else None
-    return "critical" if value <= critical else "warning" if value <= warning else None
-
-
 def host_findings(facts, thresholds=None):
     """The findings for a host's facts (the module's result keys) against the thresholds."""
     t = dict(DEFAULT_THRESHOLDS, **(thresholds or {}))
     out = []
     load = facts.get("load") or {}
     per_cpu = (load.get("per_cpu") or {}).get("1")
-    sev = _level(per_cpu, t["load_per_cpu_warning"], t["load_per_cpu_critical"])
+    sev = level(per_cpu, t["load_per_cpu_warning"], t["load_per_cpu_critical"])
     if sev:
         out.append(
             finding(
@@ -244,7 +236,7 @@ def host_findings(facts, thresholds=None):
             )
         )
     mem = facts.get("memory") or {}
-    sev = _level(
+    sev = level(
         mem.get("available_percent"),
         t["memory_available_warning"],
         t["memory_available_critical"],
@@ -264,7 +256,7 @@ def host_findings(facts, thresholds=None):
         )
     swap = facts.get("swap") or {}
     if swap.get("total_bytes"):
-        sev = _level(swap.get("used_percent"), t["swap_used_warning"], t["swap_used_critical"])
+        sev = level(swap.get("used_percent"), t["swap_used_warning"], t["swap_used_critical"])
         if sev:
             out.append(
                 finding(
@@ -289,7 +281,7 @@ def host_findings(facts, thresholds=None):
                 )
             )
             continue
-        sev = _level(disk.get("used_percent"), t["disk_used_warning"], t["disk_used_critical"])
+        sev = level(disk.get("used_percent"), t["disk_used_warning"], t["disk_used_critical"])
         if sev:
             out.append(
                 finding(
@@ -305,7 +297,7 @@ def host_findings(facts, thresholds=None):
                     evidence=disk,
                 )
             )
-        sev = _level(disk.get("inodes_used_percent"), t["inodes_used_warning"], t["inodes_used_critical"])
+        sev = level(disk.get("inodes_used_percent"), t["inodes_used_warning"], t["inodes_used_critical"])
         if sev:
             out.append(
                 finding(

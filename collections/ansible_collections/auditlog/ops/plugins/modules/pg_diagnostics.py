@@ -271,6 +271,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # no
 from ansible_collections.auditlog.ops.plugins.module_utils import postgres  # noqa: E402
 from ansible_collections.auditlog.ops.plugins.module_utils.findings import (  # noqa: E402
     finding,
+    level,
     unavailable,
 )
 
@@ -473,11 +474,7 @@ def diagnose(facts, params):
     conns = facts.get("connections") or {}
     ratio = conns.get("used_ratio")
     if ratio is not None:
-        severity = None
-        if ratio >= params["connections_critical_ratio"]:
-            severity = "critical"
-        elif ratio >= params["connections_warn_ratio"]:
-            severity = "warning"
+        severity = level(ratio, params["connections_warn_ratio"], params["connections_critical_ratio"])
         if severity:
             out.append(
                 finding(

@@ -177,6 +177,7 @@ findings:
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.auditlog.ops.plugins.module_utils.findings import (  # noqa: E402
     finding,
+    level,
     unavailable,
 )
 from ansible_collections.auditlog.ops.plugins.module_utils.redis_api import (  # noqa: E402
@@ -299,11 +300,7 @@ def diagnose(facts, params):
     memory = facts.get("memory") or {}
     ratio = memory.get("used_ratio")
     if ratio is not None:
-        severity = None
-        if ratio >= params["memory_critical_ratio"]:
-            severity = "critical"
-        elif ratio >= params["memory_warn_ratio"]:
-            severity = "warning"
+        severity = level(ratio, params["memory_warn_ratio"], params["memory_critical_ratio"])
         if severity:
             out.append(
                 finding(
