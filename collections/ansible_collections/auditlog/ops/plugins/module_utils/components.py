@@ -3,10 +3,11 @@
 # Python 3 only, standard library only: the targets are Debian 12 and 13 (Python 3.11+).
 """The stack's components and how to act on them, whatever the deploy mode.
 
-COMPONENTS maps each component of the stack to its systemd unit (as the roles install them) and
-the ports it listens on by default. A backend class per deploy mode (SystemdBackend; ComposeBackend
-is the place for compose mode) gives the modules one interface: status, start, stop, restart and
-logs. Everything that parses a command's output is a plain function, for the unit tests.
+COMPONENTS maps each component of the stack to its systemd unit (as the roles install them); the
+ports are the roles' own (each role's endpoint, roles/*/tasks/client.yml), not repeated here. A
+backend class per deploy mode (SystemdBackend; ComposeBackend is the place for compose mode) gives
+the modules one interface: status, start, stop, restart and logs. Everything that parses a
+command's output is a plain function, for the unit tests.
 """
 
 import fnmatch
@@ -17,9 +18,9 @@ import re
 import time
 from datetime import UTC, datetime
 
-# component -> unit (a glob for PostgreSQL's Debian cluster unit, resolved on the host), the
-# default ports (roles/*/defaults), the other units that belong to it, and the log files it writes
-# besides the journal (globs; `{instance}` is the unit's instance, 17-main of postgresql@17-main):
+# component -> unit (a glob for PostgreSQL's Debian cluster unit, resolved on the host), the other
+# units that belong to it, and the log files it writes besides the journal (globs; `{instance}` is
+# the unit's instance, 17-main of postgresql@17-main):
 # - postgresql: Debian's pg_ctlcluster sends the server's log to
 #   /var/log/postgresql/postgresql-<ver>-<cluster>.log (logging_collector off, roles/postgresql
 #   changes neither), in Debian's log_line_prefix '%m [%p] %q%u@%d '.
@@ -31,28 +32,25 @@ from datetime import UTC, datetime
 COMPONENTS = {
     "postgresql": {
         "unit": "postgresql@*-main.service",
-        "ports": [5432],
         "log_files": ["/var/log/postgresql/postgresql-{instance}.log"],
     },
     "redis": {
         "unit": "redis-server.service",
-        "ports": [6379],
         "log_files": ["/var/log/redis/redis-server.log"],
     },
-    "nats": {"unit": "nats-server.service", "ports": [4222, 6222, 8222]},
-    "api": {"unit": "audit-api.service", "ports": [8000]},
-    "worker": {"unit": "audit-worker.service", "ports": [9101], "also": ["audit-retention.service"]},
+    "nats": {"unit": "nats-server.service"},
+    "api": {"unit": "audit-api.service"},
+    "worker": {"unit": "audit-worker.service", "also": ["audit-retention.service"]},
     "nginx": {
         "unit": "nginx.service",
-        "ports": [80, 443],
         "log_files": ["/var/log/nginx/access.log", "/var/log/nginx/error.log"],
     },
-    "prometheus": {"unit": "prometheus.service", "ports": [9090]},
-    "alertmanager": {"unit": "prometheus-alertmanager.service", "ports": [9093]},
-    "node_exporter": {"unit": "prometheus-node-exporter.service", "ports": [9100]},
-    "postgres_exporter": {"unit": "prometheus-postgres-exporter.service", "ports": [9187]},
-    "redis_exporter": {"unit": "prometheus-redis-exporter.service", "ports": [9121]},
-    "grafana": {"unit": "grafana-server.service", "ports": [3000]},
+    "prometheus": {"unit": "prometheus.service"},
+    "alertmanager": {"unit": "prometheus-alertmanager.service"},
+    "node_exporter": {"unit": "prometheus-node-exporter.service"},
+    "postgres_exporter": {"unit": "prometheus-postgres-exporter.service"},
+    "redis_exporter": {"unit": "prometheus-redis-exporter.service"},
+    "grafana": {"unit": "grafana-server.service"},
 }
 COMPONENT_NAMES = sorted(COMPONENTS)
 
