@@ -5,44 +5,17 @@ one test stops its Redis). The module runs through `ansible localhost`, as a run
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from audit_devtools.stack import Service, Stack, free_port
+from support import modules
 
 pytestmark = pytest.mark.service
 
-ROOT = Path(__file__).resolve().parents[2]
 PATHS = ["/health", "/api/v1/metrics/health", "/api/v1/metrics/stats"]
 
 
 def run_module(**args) -> tuple[int, dict, str]:
-    env = dict(os.environ)
-    env.update(
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_LOCALHOST_WARNING="0",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    )
-    ansible = str(Path(sys.executable).parent / "ansible")
-    proc = subprocess.run(
-        [ansible, "localhost", "-m", "auditlog.ops.api_health", "-a", json.dumps(args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = proc.stdout + proc.stderr
-    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    return proc.returncode, result, output
+    return modules.run_module("api_health", args)
 
 
 @pytest.fixture(scope="module")

@@ -7,40 +7,14 @@ unavailable and the files are still read.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from support import modules
 
 
-def run_module(args: str) -> tuple[int, dict, str]:
-    env = dict(os.environ)
-    env.update(
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_LOCALHOST_WARNING="0",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-        TZ="UTC",
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    )
-    ansible = str(Path(sys.executable).parent / "ansible")
-    proc = subprocess.run(
-        [ansible, "localhost", "-m", "auditlog.ops.component", "-a", args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = proc.stdout + proc.stderr
-    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    return proc.returncode, result, output
+def run_module(**args) -> tuple[int, dict, str]:
+    # Log lines are written and read in UTC, whatever the machine's zone.
+    return modules.run_module("component", args, env={"TZ": "UTC"})
 
 
 ACCESS_TIME = "%d/%b/%Y:%H:%M:%S +0000"
@@ -74,7 +48,11 @@ def test_nginx_access_and_error_logs_merged_since_tail(tmp_path):
         f"{ago(150).strftime('%Y/%m/%d %H:%M:%S')} [warn] 9#9: an upstream response is buffered\n"
     )
     rc, r, out = run_module(
-        f"name=nginx logs=true since=-10min tail=4 log_files=[{access},{error},{tmp_path}/gone.log]"
+        name="nginx",
+        logs=True,
+        since="-10min",
+        tail=4,
+        log_files=[str(access), str(error), f"{tmp_path}/gone.log"],
     )
     assert rc == 0, out
     got = [(e["source"], e["priority"], e["message"].split("]", 1)[1].strip()[:20]) for e in r["logs"]]
@@ -105,7 +83,7 @@ def test_grep_over_the_files(tmp_path):
             for i, st in enumerate([200, 503, 200])
         )
     )
-    rc, r, out = run_module(f"name=nginx logs=true grep='\" 5[0-9][0-9] ' log_files={access}")
+    rc, r, out = run_module(name="nginx", logs=True, grep='" 5[0-9][0-9] ', log_files=[str(access)])
     assert rc == 0, out
     assert [e["message"].split('"')[1] for e in r["logs"]] == ["GET /1 HTTP/1.1"]
 
@@ -119,18 +97,18 @@ def test_postgresql_and_redis_logs(tmp_path):
         f"{t} [60] audit@audit_logs STATEMENT:  select * from nope\n"
         f'{t} [61] audit@audit_logs FATAL:  password authentication failed for user "audit"\n'
     )
-    rc, r, out = run_module(f"name=postgresql logs=true since=-5min log_files={pg}")
+    rc, r, out = run_module(name="postgresql", logs=True, since="-5min", log_files=[str(pg)])
     assert rc == 0, out
     assert [e["priority"] for e in r["logs"]] == ["info", "err", "err", "crit"], r["logs"]
 
     redis = tmp_path / "redis-server.log"
     t = ago(30).strftime("%d %b %Y %H:%M:%S.123")
     redis.write_text(f"7:M {t} * Ready to accept connections tcp\n7:M {t} # WARNING Memory overcommit\n")
-    rc, r, out = run_module(f"name=redis logs=true tail=1 log_files={redis}")
+    rc, r, out = run_module(name="redis", logs=True, tail=1, log_files=[str(redis)])
     assert rc == 0, out
     assert [(e["priority"], e["message"][-17:]) for e in r["logs"]] == [("warning", "Memory overcommit")]
 
 
 def test_a_bad_since_fails_with_a_message(tmp_path):
-    rc, r, out = run_module(f"name=nginx logs=true since='last tuesday' log_files={tmp_path}/x.log")
+    rc, r, out = run_module(name="nginx", logs=True, since="last tuesday", log_files=[f"{tmp_path}/x.log"])
     assert rc != 0 and "since: cannot read 'last tuesday'" in r["msg"], out

@@ -22,9 +22,12 @@ def _ansible() -> str:
     return shutil.which("ansible", path=str(Path(sys.executable).parent)) or "ansible"
 
 
-def run_module(module: str, args: dict, *flags: str, timeout: float = 120) -> tuple[int, dict, str]:
-    """Run auditlog.ops.<module> once; return (exit code, the module's result, the whole output)."""
-    env = dict(os.environ)
+def run_module(
+    module: str, args: dict, *flags: str, timeout: float = 120, env: dict | None = None
+) -> tuple[int, dict, str]:
+    """Run auditlog.ops.<module> once; return (exit code, the module's result, the whole output).
+    env: variables to add to the module's environment (TZ, say)."""
+    extra, env = env or {}, dict(os.environ)
     env.update(
         ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
         ANSIBLE_NOCOLOR="1",
@@ -34,6 +37,7 @@ def run_module(module: str, args: dict, *flags: str, timeout: float = 120) -> tu
         ANSIBLE_LOCALHOST_WARNING="0",
         ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **extra,
     )
     proc = subprocess.run(
         [
