@@ -92,14 +92,7 @@ options:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - auditlog.ops.nats
-attributes:
-  check_mode:
-    support: full
-    details: The module only reads; check mode changes nothing it does.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - auditlog.ops.probe
 seealso:
   - name: Monitoring
     description: The endpoints this module reads.

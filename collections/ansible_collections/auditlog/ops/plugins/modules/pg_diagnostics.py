@@ -98,14 +98,7 @@ options:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - auditlog.ops.postgres
-attributes:
-  check_mode:
-    support: full
-    details: The module only reads; check mode changes nothing it does.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - auditlog.ops.probe
 seealso:
   - name: The statistics views
     description: pg_stat_activity, pg_stat_database and friends.

@@ -73,14 +73,7 @@ options:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - auditlog.ops.redis
-attributes:
-  check_mode:
-    support: full
-    details: The module only reads; check mode changes nothing it does.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - auditlog.ops.probe
 seealso:
   - name: INFO
     description: The fields this module reads.
