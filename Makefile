@@ -8,7 +8,7 @@ demo: deps                     ## the stack deployed in the local lab, sample ev
 	$(VENV)/python scripts/demo.py $(ARGS)
 
 test: deps lint sanity         ## everything CI runs
-	$(VENV)/pytest -q -p no:cacheprovider
+	$(VENV)/pytest -q -p no:cacheprovider --durations=25
 
 deps:
 	@scripts/deps.sh
