@@ -281,7 +281,8 @@ def destroy(inventory: str | Path = LAB_INVENTORY) -> PlaybookResult:
 
 def existing_containers(inventory: str | Path = LAB_INVENTORY) -> list[str]:
     """The inventory's containers that exist now, running or not ([] when Docker is not up yet)."""
-    names = {Lab(inventory).container(h) for h in inventory_hosts(inventory)}
+    lab = Lab(inventory)
+    names = {lab.container(h) for h in lab.hosts}
     try:
         out = subprocess.run(
             ["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True, timeout=60
