@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.auditlog.ops.plugins.action.masked_template import (
+from ansible_collections.auditlog.ops.plugins.plugin_utils.masking import (
     MASK,
     mask_diff,
     mask_text,
