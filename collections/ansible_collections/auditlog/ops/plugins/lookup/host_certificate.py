@@ -81,6 +81,7 @@ from ansible.plugins.lookup import LookupBase  # noqa: E402
 
 try:  # noqa: E402
     from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import serialization
 except ImportError:  # reported by run()
     x509 = None
@@ -141,7 +142,7 @@ def state(base, names, ca_path, renew_days, common_name=None, extended_key_usage
         return stale("the certificate is not for the key")
     try:
         cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, Exception) as err:  # InvalidSignature has no message
+    except (InvalidSignature, ValueError, TypeError) as err:  # InvalidSignature has no message
         return stale(f"not signed by {ca_path} ({type(err).__name__})")
     wanted, found = normal_names(names), san_strings(cert)
     if wanted != found:
