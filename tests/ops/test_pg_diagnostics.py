@@ -9,51 +9,19 @@ python3-psycopg2, as on a database host. No lab, no containers.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 from audit_devtools.stack import Postgres
 from support.modules import TARGET_PYTHON, run_module
-from support.pki import make_pki
+from support.pgcluster import DB, Session, start_cluster, stop_cluster, wait_for
 
 pytestmark = pytest.mark.skipif(
     subprocess.run([TARGET_PYTHON, "-c", "import psycopg2"], capture_output=True).returncode != 0,
     reason="needs Debian's python3-psycopg2 for /usr/bin/python3 (scripts/deps.sh installs it)",
 )
-
-DB = "svc"
-
-
-def start_cluster() -> Postgres:
-    # Under /tmp itself: the postgres user cannot traverse pytest's tmp_path (mode 0700, root's).
-    pg = Postgres(Path(tempfile.mkdtemp(prefix="pg-diag-")), fsync=False)
-    pg.init()
-    # TLS with a throwaway CA (for ssl_mode verify-full), and pg_stat_statements as the
-    # postgresql role configures them.
-    (pg.dir.parent / "pki").mkdir()
-    pg.pki = make_pki(pg.dir.parent / "pki")
-    data = pg.dir / "data"
-    for name, source in (("server.crt", pg.pki["server"]), ("server.key", pg.pki["server_key"])):
-        shutil.copy(source, data / name)
-        (data / name).chmod(0o600)
-        if pg.as_user:
-            shutil.chown(data / name, pg.as_user, pg.as_user)
-    with open(data / "postgresql.conf", "a") as conf:
-        conf.write("shared_preload_libraries = 'pg_stat_statements'\n")
-        conf.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
-    pg.start()
-    pg.psql(f"CREATE DATABASE {DB}")
-    pg.psql(
-        "CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL);"
-        " INSERT INTO accounts SELECT g, 100 FROM generate_series(1, 5000) AS g",
-        db=DB,
-    )
-    return pg
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +29,6 @@ def pg():
     cluster = start_cluster()
     yield cluster
     stop_cluster(cluster)
-
-
-def stop_cluster(cluster: Postgres) -> None:
-    cluster.stop()
-    shutil.rmtree(cluster.dir.parent, ignore_errors=True)
 
 
 def diagnose(pg: Postgres, *flags: str, **args) -> tuple[int, dict, str]:
@@ -82,51 +45,6 @@ def diagnose(pg: Postgres, *flags: str, **args) -> tuple[int, dict, str]:
 
 def checks(result: dict) -> dict[str, str]:
     return {f["check"]: f["severity"] for f in result["findings"]}
-
-
-class Session:
-    """A psql session kept open on a pipe, to hold a transaction (and its locks) for real."""
-
-    def __init__(self, pg: Postgres, name: str):
-        env = dict(os.environ, PGAPPNAME=name, PGPASSWORD=pg.password)
-        self.name = name
-        self.proc = subprocess.Popen(
-            [
-                str(pg.bindir / "psql"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(pg.port),
-                "-U",
-                "postgres",
-                "-d",
-                DB,
-                "-qAt",
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            text=True,
-        )
-
-    def send(self, sql: str) -> None:
-        self.proc.stdin.write(sql + "\n")
-        self.proc.stdin.flush()
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
-def wait_for(pg: Postgres, sql: str, timeout: float = 15) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = pg.psql(sql)
-        if out:
-            return out
-        time.sleep(0.1)
-    raise TimeoutError(sql)
 
 
 def test_healthy_server_facts_and_check_mode(pg):

@@ -169,7 +169,8 @@ readiness:
 connections:
   description:
     - Client connections (C(backend_type) C(client backend)) by state, their total against
-      C(max_connections), and per database and user.
+      C(max_connections), per database and user, and C(holders), the ten clients (role,
+      C(application_name), address or V(local)) with the most connections, by state.
     - C(idle_in_transaction_oldest_seconds) is the longest time a session has been idle in a
       transaction; C(idle_in_transaction_sessions) lists those over
       O(idle_in_transaction_seconds).
@@ -182,7 +183,9 @@ connections:
            "database": "audit_logs", "seconds": 75.2, "query": "UPDATE ..."}],
            "by_database": {"audit_logs": 22}, "by_user": {"audit_user": 22},
            "by_database_user": [{"database": "audit_logs", "user": "audit_user", "active": 3,
-           "idle": 19, "idle_in_transaction": 0, "total": 22}]}
+           "idle": 19, "idle_in_transaction": 0, "total": 22}],
+           "holders": [{"user": "audit_user", "application_name": "audit-api",
+           "client_addr": "10.0.0.5", "total": 12, "by_state": {"idle": 11, "active": 1}}]}
 long_queries:
   description: Queries active for longer than O(long_query_seconds), longest first.
   returned: when available
@@ -192,13 +195,18 @@ long_queries:
             "state": "active", "wait_event_type": "Lock", "wait_event": "relation",
             "query": "SELECT ..."}]
 blocking:
-  description: Each session waiting for a lock with the session that holds it (C(pg_blocking_pids)).
+  description:
+    - Each session waiting for a lock with the session that holds it (C(pg_blocking_pids)), the
+      lock awaited (C(lock_type), C(waiting_mode), C(relation) when it is a table's) and the modes
+      the blocker holds on the same object (C(blocking_mode)).
   returned: when available
   type: list
   elements: dict
   sample: [{"blocked_pid": 4243, "blocked_user": "audit_user", "blocked_query": "UPDATE ...",
             "blocked_seconds": 12.0, "blocking_pid": 4242, "blocking_user": "audit_user",
             "blocking_state": "idle in transaction", "blocking_query": "UPDATE ...",
+            "lock_type": "transactionid", "waiting_mode": "ShareLock", "relation": null,
+            "blocking_mode": "ExclusiveLock",
             "database": "audit_logs"}]
 databases:
   description: Every database one can connect to, with its size, biggest first.
@@ -269,6 +277,7 @@ from ansible_collections.auditlog.ops.plugins.module_utils.findings import (  # 
 )
 
 COMPONENT = "postgresql"
+HOLDERS_LIMIT = 10
 SETTINGS = (
     "server_version",
     "max_connections",
@@ -340,7 +349,7 @@ def summarise_connections(rows, max_connections, reserved=0, idle_threshold=60.0
     """
     states = {"active": 0, "idle": 0, "idle in transaction": 0, "idle in transaction (aborted)": 0}
     other = 0
-    by_db, by_user, pairs = {}, {}, {}
+    by_db, by_user, pairs, holders = {}, {}, {}, {}
     oldest_idle_tx = None
     idle_tx = []
     for row in rows:
@@ -357,6 +366,14 @@ def summarise_connections(rows, max_connections, reserved=0, idle_threshold=60.0
             {"database": db, "user": user, "active": 0, "idle": 0, "idle_in_transaction": 0, "total": 0},
         )
         pair["total"] += 1
+        # Who holds the connections: a client (role, application, address) and its count by state.
+        app, addr = row.get("application_name") or "", row.get("client_addr") or "local"
+        holder = holders.setdefault(
+            (user or "", app, addr),
+            {"user": user, "application_name": app, "client_addr": addr, "total": 0, "by_state": {}},
+        )
+        holder["total"] += 1
+        holder["by_state"][state or "unknown"] = holder["by_state"].get(state or "unknown", 0) + 1
         if state == "active":
             pair["active"] += 1
         elif state == "idle":
@@ -393,6 +410,9 @@ def summarise_connections(rows, max_connections, reserved=0, idle_threshold=60.0
         "by_database": dict(sorted((k or "", v) for k, v in by_db.items())),
         "by_user": dict(sorted((k or "", v) for k, v in by_user.items())),
         "by_database_user": [pairs[k] for k in sorted(pairs)],
+        "holders": sorted(
+            holders.values(), key=lambda h: (-h["total"], h["user"] or "", h["application_name"])
+        )[:HOLDERS_LIMIT],
     }
 
 
@@ -431,6 +451,24 @@ def checksums_summary(data_checksums, rows):
         "by_database": failing,
         "last_failure": max(last) if last else None,
     }
+
+
+def _holder_text(h):
+    return "{user}/{app} from {addr}: {total} ({states})".format(
+        user=h["user"],
+        app=h["application_name"] or "-",
+        addr=h["client_addr"],
+        total=h["total"],
+        states=", ".join(f"{k} {v}" for k, v in sorted(h["by_state"].items())),
+    )
+
+
+def _holders_text(holders, limit=5):
+    return "; ".join(_holder_text(h) for h in (holders or [])[:limit]) or "none"
+
+
+def _top_holder(holders):
+    return f", most by {_holder_text(holders[0])}" if holders else ""
 
 
 def _evidence_sessions(sessions, limit=5):
@@ -474,11 +512,13 @@ def diagnose(facts, params):
                     severity,
                     COMPONENT,
                     "connections",
-                    "{} of {} connections in use ({:.0%})".format(
-                        conns["total"], conns["max_connections"], ratio
+                    "{} of {} connections in use ({:.0%}){}".format(
+                        conns["total"], conns["max_connections"], ratio, _top_holder(conns.get("holders"))
                     ),
                     evidence="active {active}, idle {idle}, idle in transaction {idle_in_transaction};"
-                    " by database {by_database}; by user {by_user}".format(**conns),
+                    " by database {by_database}; by user {by_user}; holders: {holders}".format(
+                        **{**conns, "holders": _holders_text(conns.get("holders"))}
+                    ),
                     variable="postgresql_max_connections",
                 )
             )
@@ -521,7 +561,16 @@ def diagnose(facts, params):
                 ),
                 evidence="; ".join(
                     "pid {blocked_pid} ({blocked_user}, {blocked_seconds}s: {blocked_query}) waits for"
-                    " pid {blocking_pid} ({blocking_user}, {blocking_state}: {blocking_query})".format(**b)
+                    " {waiting_mode} on {lock_type} {relation} held ({blocking_mode}) by"
+                    " pid {blocking_pid} ({blocking_user}, {blocking_state}: {blocking_query})".format(
+                        **{
+                            "waiting_mode": None,
+                            "lock_type": None,
+                            "relation": None,
+                            "blocking_mode": None,
+                            **b,
+                        }
+                    )
                     for b in blocking[:5]
                 ),
             )
@@ -608,7 +657,8 @@ SELECT pg_is_in_recovery() AS in_recovery,
 """
 
 Q_SESSIONS = """
-SELECT pid, datname AS database, usename AS "user", state,
+SELECT pid, datname AS database, usename AS "user", state, application_name,
+       host(client_addr) AS client_addr,
        extract(epoch FROM clock_timestamp() - state_change)::float8 AS state_seconds,
        query
 FROM pg_stat_activity
@@ -633,10 +683,17 @@ SELECT blocked.pid AS blocked_pid, blocked.usename AS blocked_user, blocked.datn
        blocking.pid AS blocking_pid, blocking.usename AS blocking_user,
        blocking.state AS blocking_state, blocking.query AS blocking_query,
        round(extract(epoch FROM clock_timestamp() - blocking.xact_start)::numeric, 1)::float8
-         AS blocking_xact_seconds
+         AS blocking_xact_seconds,
+       w.locktype AS lock_type, w.mode AS waiting_mode, w.relation::regclass::text AS relation,
+       (SELECT string_agg(DISTINCT h.mode, ',') FROM pg_locks AS h
+         WHERE h.pid = blocking.pid AND h.granted AND h.locktype = w.locktype
+           AND h.relation IS NOT DISTINCT FROM w.relation
+           AND h.transactionid IS NOT DISTINCT FROM w.transactionid) AS blocking_mode
 FROM pg_stat_activity AS blocked
 CROSS JOIN LATERAL unnest(pg_blocking_pids(blocked.pid)) AS b(pid)
 JOIN pg_stat_activity AS blocking ON blocking.pid = b.pid
+LEFT JOIN LATERAL (SELECT l.locktype, l.mode, l.relation, l.transactionid FROM pg_locks AS l
+                    WHERE l.pid = blocked.pid AND NOT l.granted LIMIT 1) AS w ON true
 ORDER BY blocked.query_start, blocking.pid
 """
 
