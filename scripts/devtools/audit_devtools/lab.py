@@ -343,6 +343,19 @@ class Lab:
             )
         return proc
 
+    def put(self, host: str, path: str, text: str, mode: str = "0644") -> None:
+        """Write a file in a host (a script a test runs there, say)."""
+        container = self.container(host)
+        proc = subprocess.run(
+            ["docker", "exec", "-i", container, "sh", "-c", f"cat > {path} && chmod {mode} {path}"],
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if proc.returncode != 0:
+            raise AssertionError(f"{host}: writing {path} failed: {proc.stderr}")
+
     def playbook(self, playbook: str | Path, *args: str, **kwargs) -> PlaybookResult:
         """Run a playbook against the lab (see run_playbook for the keyword arguments)."""
         kwargs.setdefault("inventory", self.inventory)

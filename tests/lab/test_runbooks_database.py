@@ -1,0 +1,202 @@
+"""The guide's PostgreSQL sections as runbooks (playbooks/runbooks/postgres, database), each
+against the fault it is for, injected for real on the converged lab and healed before the next test."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from audit_devtools import lab as lablib
+from support.ingest import tenant_key
+from support.runbooks import assert_changes_nothing, critical, wait_healthy
+
+pytestmark = pytest.mark.lab
+
+PSQL = "runuser -u postgres -- psql -d audit_logs -tAc"
+SERVICE_PYTHON = "set -a; . /etc/audit-service/audit-service.env; set +a; /opt/audit-service/bin/python"
+
+# Opens the service's own login (its DATABASE_URL, over TLS) until PostgreSQL refuses one more,
+# then holds every connection idle: a client that leaks its connections.
+LEAK = """\
+import asyncio, os
+import asyncpg
+
+async def main():
+    conns = []
+    while True:
+        try:
+            conns.append(await asyncpg.connect(
+                os.environ["DATABASE_URL"], server_settings={"application_name": "leaky-client"}))
+        except Exception as exc:
+            print(len(conns), type(exc).__name__, flush=True)
+            break
+    await asyncio.sleep(900)
+
+asyncio.run(main())
+"""
+
+# One more connection, as a new API process would open it: "ok", or the server's refusal.
+CONNECT = """\
+import asyncio, os
+import asyncpg
+
+async def main():
+    try:
+        await (await asyncpg.connect(os.environ["DATABASE_URL"])).close()
+        print("ok")
+    except Exception as exc:
+        print(type(exc).__name__)
+
+asyncio.run(main())
+"""
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def sql(lab, query: str) -> str:
+    return lab.exec("db1", f'{PSQL} "{query}"').stdout.strip()
+
+
+def leaked_sessions(lab) -> int:
+    return int(sql(lab, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'leaky-client'"))
+
+
+def new_connection(lab) -> str:
+    return lab.exec("app2", f"{SERVICE_PYTHON} /root/connect.py").stdout.strip()
+
+
+def test_connection_pool_names_the_leaking_client_and_ends_its_sessions_only_when_asked(lab, stack):
+    lab.put("app1", "/root/leak.py", LEAK)
+    lab.put("app2", "/root/connect.py", CONNECT)
+    lab.exec("app1", f"{SERVICE_PYTHON} /root/leak.py > /root/leak.out 2>&1 < /dev/null & echo")
+    try:
+        wait_for(
+            lambda: lab.exec("app1", "cat /root/leak.out").stdout.strip(), 60, "the leak to fill the slots"
+        )
+        held = leaked_sessions(lab)
+        assert held > 50, held
+        assert new_connection(lab) == "TooManyConnectionsError"
+        # Idle for over 2 s, the threshold of these runs.
+        idle = "SELECT min(now() - state_change) > interval '2 s' FROM pg_stat_activity"
+        wait_for(
+            lambda: sql(lab, f"{idle} WHERE application_name = 'leaky-client'") == "t", 30, "idle sessions"
+        )
+        extra = {"pool_idle_seconds": 2}
+
+        run = lab.runbook("playbooks/runbooks/postgres/connection_pool.yml", extra_vars=extra)
+        assert run.ok and run.changed == 0, run.describe()
+        (full,) = run.findings(host="db1", check="connections")
+        assert full["severity"] in ("warning", "critical") and "leaky-client" in full["summary"], full
+        (leak,) = [f for f in run.findings(host="db1", check="idle") if "leaky-client" in f["summary"]]
+        assert f"{held} sessions" in leak["summary"] and leak["remediation"] is None, leak
+        told = run.findings(host="db1", check="pool_terminate")
+        assert told and told[0]["variable"] == "pool_terminate", run.describe()
+        assert leaked_sessions(lab) == held  # without its variable nobody is ended
+
+        fixed = lab.runbook(
+            "playbooks/runbooks/postgres/connection_pool.yml", extra_vars={**extra, "pool_terminate": True}
+        )
+        assert fixed.ok and fixed.changed > 0, fixed.describe()
+        (ended,) = [f for f in fixed.findings(host="db1", check="idle") if "leaky-client" in f["summary"]]
+        assert ended["remediation"].startswith("ended pid"), ended
+        freed = fixed.findings(host="db1", check="connections_freed")
+        assert freed and freed[0]["remediation"], fixed.describe()
+        assert leaked_sessions(lab) == 0
+        assert new_connection(lab) == "ok"
+        # The service's own pools were left alone: its sessions are still there.
+        assert int(sql(lab, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'audit-api'")) > 0
+    finally:
+        lab.exec("app1", "pkill -f /root/leak.py", check=False)
+    wait_healthy()
+    again = assert_changes_nothing(
+        lab, "playbooks/runbooks/postgres/connection_pool.yml", extra_vars={"pool_terminate": True}
+    )
+    assert critical(again) == [], again.describe()
+
+
+def consumer_drained(lab) -> bool:
+    """The worker's consumer has nothing pending and nothing awaiting its ack (on the leader's view)."""
+    for host in ("mq1", "mq2", "mq3"):
+        jsz = lab.exec(host, "curl -fsS 'http://127.0.0.1:8222/jsz?consumers=true'", check=False)
+        if jsz.returncode != 0:
+            continue
+        for account in json.loads(jsz.stdout).get("account_details", []):
+            for stream in account.get("stream_detail", []):
+                for c in stream.get("consumer_detail", []):
+                    if c.get("cluster", {}).get("leader") == host:
+                        return c["num_pending"] == 0 and c["num_ack_pending"] == 0
+    return False
+
+
+def test_lock_contention_names_the_blocker_of_the_workers_inserts_and_ends_it_only_when_asked(lab, stack):
+    tenant_id, key = tenant_key(lab)
+    # A session of an operator's, idle in a transaction that holds the tenant's chain head: every
+    # insert of the tenant's events waits for it.
+    hold = f"BEGIN; SELECT seq FROM chain_heads WHERE tenant_id = '{tenant_id}' FOR UPDATE;"
+    lab.exec(
+        "db1", f'(echo "{hold}"; sleep 600) | runuser -u postgres -- psql -d audit_logs -q >/dev/null 2>&1 &'
+    )
+    try:
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        holder_sql = (
+            "SELECT pid FROM pg_stat_activity WHERE state = 'idle in transaction' AND usename = 'postgres'"
+        )
+        holder = int(wait_for(lambda: sql(lab, holder_sql), 30, "the holding session"))
+        ids = []
+        for i in range(5):
+            r = lablib.lb_request(
+                "POST",
+                "/api/v1/audit/logs",
+                json={"actor": f"a{i}", "action": "locked"},
+                headers={"X-API-Key": key},
+            )
+            assert r.status_code == 202, r.text
+            ids.append(r.json()["id"])
+        wait_for(lambda: sql(lab, waiting) != "0", 60, "the worker to wait for the lock")
+        blocked = (
+            f"SELECT min(now() - query_start) > interval '2 s' FROM ({waiting.replace('count(*)', '*')}) w"
+        )
+        wait_for(lambda: sql(lab, blocked) == "t", 30, "a wait of over 2 s")
+        extra = {"lock_blocking_seconds": 2}
+
+        run = lab.runbook("playbooks/runbooks/database/lock_contention.yml", extra_vars=extra)
+        assert run.ok and run.changed == 0, run.describe()
+        pairs = [
+            f for f in run.findings(host="db1", check="lock_wait") if f"by pid {holder} " in f["summary"]
+        ]
+        assert pairs, run.describe()
+        pair = pairs[0]["evidence"]
+        assert "chain_heads" in pair["blocked_query"], pair  # the worker's append, waiting
+        assert (
+            pair["waiting_mode"] and pair["blocking_mode"] and pair["blocking_state"] == "idle in transaction"
+        )
+        (blocker,) = critical(run, host="db1", check="blocking")
+        assert f"(pid {holder})" in blocker["summary"] and blocker["remediation"] is None, blocker
+        assert critical(run, host="db1", check="lock_terminate")[0]["variable"] == "lock_terminate"
+        assert sql(lab, f"SELECT count(*) FROM pg_stat_activity WHERE pid = {holder}") == "1"
+
+        fixed = lab.runbook(
+            "playbooks/runbooks/database/lock_contention.yml", extra_vars={**extra, "lock_terminate": True}
+        )
+        assert fixed.ok and fixed.changed > 0, fixed.describe()
+        (ended,) = critical(fixed, host="db1", check="blocking")
+        assert ended["remediation"] == f"ended pid {holder} (pg_terminate_backend)", ended
+        # The runbook waited until the backlog was gone: every event is stored, none pending.
+        assert fixed.findings(check="backlog_drained"), fixed.describe()
+        assert consumer_drained(lab)
+        stored = sql(lab, f"SELECT count(*) FROM audit_logs WHERE tenant_id = '{tenant_id}'")
+        assert stored == str(len(ids)), stored
+    finally:
+        lab.exec("db1", "pkill -f 'sleep 600'", check=False)
+    again = assert_changes_nothing(
+        lab, "playbooks/runbooks/database/lock_contention.yml", extra_vars={"lock_terminate": True}
+    )
+    assert critical(again) == [], again.describe()
