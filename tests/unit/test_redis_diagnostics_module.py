@@ -267,6 +267,11 @@ def test_thresholds_to_findings():
         ("cannot connect to Redis at 127.0.0.1:6379: [Errno 111] Connection refused", "reachable"),
         ("Redis at 127.0.0.1:6379 refused the login of user 'audit-admin': WRONGPASS invalid", "auth"),
         ("Redis at 127.0.0.1:6379 rejected the connection: ERR max number of clients reached", "clients"),
+        (
+            "Redis at 127.0.0.1:6379: TLS handshake failed: [SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred",
+            "clients",
+        ),
+        ("Redis at 127.0.0.1:6379: TLS handshake failed: certificate verify failed", "reachable"),
     ],
 )
 def test_unavailable_is_one_critical_finding(error, check):

@@ -303,28 +303,36 @@ class RedisClient:
             out.update(parse_config(self.command("CONFIG", "GET", name)))
         return out
 
+    def scan(self, pattern, count=1000, db=None):
+        """The keys matching pattern, one SCAN page at a time: (keys as str, whether it was the last
+        page). Never KEYS, which blocks the server."""
+        if db is not None:
+            self.command("SELECT", db)
+        cursor = b"0"
+        while True:
+            reply = self.command("SCAN", cursor, "MATCH", pattern, "COUNT", count)
+            cursor, keys = reply[0], reply[1]
+            last = cursor in (b"0", "0")
+            yield [text(key) for key in keys], last
+            if last:
+                return
+
     def scan_count(self, pattern, count=1000, max_keys=None, db=None):
         """How many keys match pattern (SCAN MATCH), with the keys counted per prefix.
 
         Returns (matched, {prefix: n}, complete): prefix is the key's first two ':' fields;
         complete is false when max_keys matched keys were counted before the scan finished.
         """
-        if db is not None:
-            self.command("SELECT", db)
-        cursor = b"0"
         matched = 0
         prefixes = {}
-        while True:
-            reply = self.command("SCAN", cursor, "MATCH", pattern, "COUNT", count)
-            cursor, keys = reply[0], reply[1]
+        for keys, last in self.scan(pattern, count, db):
             for key in keys:
                 matched += 1
-                prefix = ":".join(text(key).split(":")[:2])
+                prefix = ":".join(key.split(":")[:2])
                 prefixes[prefix] = prefixes.get(prefix, 0) + 1
-            if cursor in (b"0", "0"):
-                return matched, prefixes, True
-            if max_keys is not None and matched >= max_keys:
+            if not last and max_keys is not None and matched >= max_keys:
                 return matched, prefixes, False
+        return matched, prefixes, True
 
     def close(self):
         if self.sock is not None:

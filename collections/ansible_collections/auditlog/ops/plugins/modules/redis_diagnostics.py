@@ -276,6 +276,13 @@ def diagnose(facts, params):
         error = facts.get("error") or ""
         if "max number of clients" in error:
             check, what = "clients", "rejects connections: all maxclients slots are taken"
+        elif "TLS handshake failed" in error and "EOF" in error:
+            # Redis has no way to say "max number of clients" to a TLS client it has no slot for:
+            # it closes the connection in the handshake.
+            check, what = (
+                "clients",
+                "closes connections in the TLS handshake: all maxclients slots are probably taken",
+            )
         elif "refused the login" in error or "NOAUTH" in error:
             check, what = "auth", "refused the login"
         else:
