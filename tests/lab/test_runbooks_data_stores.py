@@ -1,0 +1,131 @@
+"""The guide's Redis and NATS sections as runbooks (playbooks/runbooks/redis, nats), each against
+the fault it is for, injected for real on the converged lab and healed before the next test."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+from audit_devtools import lab as lablib
+from support.runbooks import assert_changes_nothing, critical, wait_active, wait_healthy
+
+pytestmark = pytest.mark.lab
+
+# Holds raw TCP connections to Redis' port (no TLS handshake, no login) from an app host: a
+# client that opens connections and never closes them.
+HOLD = """\
+import socket, sys, time
+held = [socket.create_connection(("mq1", int(sys.argv[1])), timeout=5) for _ in range(int(sys.argv[2]))]
+print(len(held), flush=True)
+time.sleep(900)
+"""
+
+
+REDIS = "redis-cli --no-auth-warning --user audit-admin -h 127.0.0.1 --tls --cacert /etc/redis/tls/ca.crt"
+
+
+def on_mq1(lab, command: str, **kwargs):
+    """A shell command on mq1 with the admin's password in REDISCLI_AUTH (for every redis-cli in it)."""
+    password = yaml.safe_load(lablib.LAB_SECRETS.read_text())["audit_redis_admin_password"]
+    return lab.exec("mq1", f"export REDISCLI_AUTH={password}; {command}", **kwargs)
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_redis_connections_name_the_holder_of_every_slot_and_a_stopped_redis_and_restart_only_when_asked(
+    lab, stack
+):
+    on_mq1(lab, f"{REDIS} CONFIG SET maxclients 20")
+    lab.put("app1", "/root/hold.py", HOLD)
+    lab.exec("app1", "python3 /root/hold.py 6379 30 > /root/hold.out 2>&1 < /dev/null & echo")
+    app1 = lab.exec("app1", "hostname -i").stdout.split()[0]
+    try:
+        wait_for(lambda: lab.exec("app1", "cat /root/hold.out").stdout.strip(), 30, "the connections")
+        run = lab.runbook("playbooks/runbooks/redis/connections.yml")
+        assert run.ok and run.changed == 0, run.describe()
+        assert critical(run, host="mq1", check="clients"), run.describe()
+        (holders,) = critical(run, host="mq1", check="connection_holders")
+        assert f"most from {app1}" in holders["summary"] and holders["variable"] == "redis_restart", holders
+        assert holders["remediation"] is None
+
+        fixed = lab.runbook("playbooks/runbooks/redis/connections.yml", extra_vars={"redis_restart": True})
+        assert fixed.ok and fixed.changed > 0, fixed.describe()
+        (restarted,) = critical(fixed, host="mq1", check="connection_holders")
+        assert restarted["remediation"].startswith("Redis restarted"), restarted
+        assert on_mq1(lab, f"{REDIS} CONFIG GET maxclients").stdout.split()[-1] == "10000"
+    finally:
+        lab.exec("app1", "pkill -f /root/hold.py", check=False)
+    wait_healthy()
+
+    lab.exec("mq1", "systemctl stop redis-server")
+    try:
+        stopped = lab.runbook("playbooks/runbooks/redis/connections.yml")
+        assert stopped.ok and stopped.changed == 0, stopped.describe()
+        (told,) = critical(stopped, host="mq1", check="redis_restart")
+        assert "not running" in told["summary"], told
+        assert lab.exec("mq1", "systemctl is-active redis-server", check=False).stdout.strip() != "active"
+        started = lab.runbook("playbooks/runbooks/redis/connections.yml", extra_vars={"redis_restart": True})
+        assert started.ok and started.changed > 0, started.describe()
+    finally:
+        lab.exec("mq1", "systemctl start redis-server", check=False)
+    wait_active(lab, "mq1", "redis-server")
+    wait_healthy()
+    again = assert_changes_nothing(
+        lab, "playbooks/runbooks/redis/connections.yml", extra_vars={"redis_restart": True}
+    )
+    assert critical(again) == [], again.describe()
+
+
+def test_redis_memory_reports_foreign_keys_clears_only_the_service_cache_and_applies_maxmemory(lab, stack):
+    # 110,000 keys of someone else's, 1 KiB each (about 2 KiB each in Redis): about 88 % of the lab's 256 MB.
+    fill = (
+        "python3 -c \"import sys; v = 'x' * 1024; "
+        "sys.stdout.write(''.join(f'SET foreign:{i} {v}\\r\\n' for i in range(110000)))\""
+        f" | {REDIS} --pipe > /dev/null"
+    )
+    on_mq1(lab, fill, timeout=300)
+    # And 50 cached query results of the service's.
+    on_mq1(lab, f"{REDIS} EVAL \"for i=1,50 do redis.call('SET', 'audit:q:fill:' .. i, 'v') end\" 0")
+    try:
+        run = lab.runbook("playbooks/runbooks/redis/memory.yml")
+        assert run.ok and run.changed == 0, run.describe()
+        (memory,) = run.findings(host="mq1", check="memory")
+        assert memory["severity"] in ("warning", "critical"), memory
+        (usage,) = run.findings(host="mq1", check="memory_usage")
+        keys = sum(db["keys"] for db in usage["evidence"]["keyspace"].values())
+        assert keys >= 110_050 and usage["evidence"]["service_keys"]["by_prefix"]["audit:q"] >= 50, usage
+        assert run.findings(host="mq1", check="redis_clear_cache")[0]["variable"] == "redis_clear_cache"
+
+        cleared = lab.runbook("playbooks/runbooks/redis/memory.yml", extra_vars={"redis_clear_cache": True})
+        assert cleared.ok and cleared.changed > 0, cleared.describe()
+        assert cleared.findings(host="mq1", check="cache_cleared")[0]["remediation"], cleared.describe()
+        assert on_mq1(lab, f"{REDIS} --scan --pattern 'audit:q:*' | wc -l").stdout.strip() == "0"
+        assert on_mq1(lab, f"{REDIS} DBSIZE").stdout.strip() != "0"  # the foreign keys stay
+        assert on_mq1(lab, f"{REDIS} GET foreign:7").stdout.strip() == "x" * 1024
+
+        applied = lab.runbook(
+            "playbooks/runbooks/redis/memory.yml",
+            limit="audit_cache:localhost",
+            extra_vars={"redis_apply": True, "redis_maxmemory": "768mb"},
+        )
+        assert applied.ok and applied.changed > 0, applied.describe()
+        assert on_mq1(lab, f"{REDIS} CONFIG GET maxmemory").stdout.split()[-1] == str(768 * 2**20)
+        assert applied.findings(host="mq1", check="settings_applied"), applied.describe()
+    finally:
+        on_mq1(lab, f"{REDIS} --scan --pattern 'foreign:*' | xargs -r -n 1000 {REDIS} UNLINK > /dev/null")
+    back = lab.playbook("playbooks/site.yml", limit="audit_cache:localhost")
+    assert back.ok, back.describe()
+    assert on_mq1(lab, f"{REDIS} CONFIG GET maxmemory").stdout.split()[-1] == str(256 * 2**20)
+    wait_healthy()
+    again = assert_changes_nothing(
+        lab, "playbooks/runbooks/redis/memory.yml", extra_vars={"redis_clear_cache": True}
+    )
+    assert critical(again) == [], again.describe()
