@@ -8,6 +8,7 @@ under /usr/bin/python3. No lab, no containers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -91,7 +92,7 @@ def test_a_consumer_with_pending_messages(nats):
     js = result["jetstream"]
     assert js["enabled"] and js["streams"] >= 1 and js["consumers"] >= 1 and js["messages"] >= 20
     assert js["meta_cluster"] is None
-    assert result["routes"] == {"count": 0, "expected": 0, "list": []}
+    assert result["routes"] == {"count": 0, "peers": [], "expected": 0, "list": []}
     (stream,) = [s for s in result["streams"] if s["name"] == STREAM]
     assert stream["messages"] == 20 and stream["first_seq"] == 1 and stream["last_seq"] == 20
     assert stream["subjects"] == ["probe.>"] and stream["consumer_count"] == 1
@@ -253,3 +254,62 @@ def test_cluster_routes_and_meta_leader_lost(cluster):
     assert result["routes"]["count"] == 0 and result["jetstream"]["meta_cluster"]["leader"] is None
     found = checks(result)
     assert found["routes"] == "warning" and found["meta_leader"] == "critical"
+
+
+async def fetch_and_ack(nats: Nats, stream: str, durable: str, count: int) -> None:
+    import nats as nats_py
+
+    nc = await nats_py.connect(f"nats://127.0.0.1:{nats.port}", user="audit", password=nats.password)
+    try:
+        sub = await nc.jetstream().pull_subscribe("purge.>", durable=durable, stream=stream)
+        for msg in await sub.fetch(count, timeout=5):
+            await msg.ack_sync()
+    finally:
+        await nc.close()
+
+
+def test_purge_refuses_unacknowledged_messages_and_purges_only_when_asked(nats):
+    c = client(nats)
+    try:
+        c.js_request(
+            "$JS.API.STREAM.CREATE.purge-probe",
+            {"name": "purge-probe", "subjects": ["purge.>"], "storage": "memory", "num_replicas": 1},
+        )
+        for i in range(10):
+            c.request("purge.t", b'{"event": %d}' % i)
+    finally:
+        c.close()
+    # A worker that stored and acknowledged the first 6: messages 7-10 are not acknowledged yet.
+    asyncio.run(fetch_and_ack(nats, "purge-probe", "w", 6))
+
+    def messages() -> tuple[int, int]:
+        rc, result, out = diagnose(nats, streams=["purge-probe"])
+        assert rc == 0, out
+        return result["streams"][0]["messages"], result["streams"][0]["first_seq"]
+
+    rc, refused, out = diagnose(nats, streams=["purge-probe"], purge=True)
+    assert rc == 0 and refused["changed"] is False, out
+    assert refused["purged"]["refused"] is True and refused["purged"]["ack_floor"] == 6, refused["purged"]
+    (told,) = [f for f in refused["findings"] if f["check"] == "purge_refused"]
+    assert told["severity"] == "critical" and "purge_up_to_seq=7" in told["summary"], told
+    assert messages() == (10, 1)
+
+    rc, checked, out = diagnose(nats, "--check", streams=["purge-probe"], purge=True, purge_up_to_seq=7)
+    assert rc == 0 and checked["changed"] is True and checked["purged"]["messages"] == 6, out
+    assert messages() == (10, 1)
+
+    rc, purged, out = diagnose(nats, streams=["purge-probe"], purge=True, purge_up_to_seq=7)
+    assert rc == 0 and purged["changed"] is True and purged["purged"]["messages"] == 6, out
+    assert [f["remediation"] for f in purged["findings"] if f["check"] == "purged"], purged["findings"]
+    assert messages() == (4, 7)
+    rc, again, out = diagnose(nats, streams=["purge-probe"], purge=True, purge_up_to_seq=7)
+    assert rc == 0 and again["changed"] is False and again["purged"]["messages"] == 0, out
+
+    rc, everything, out = diagnose(nats, streams=["purge-probe"], purge=True, purge_unacknowledged=True)
+    assert rc == 0 and everything["changed"] is True and everything["purged"]["messages"] == 4, out
+    assert messages()[0] == 0
+
+
+def test_purge_needs_exactly_one_stream(nats):
+    rc, result, out = diagnose(nats, purge=True)
+    assert rc != 0 and "purge needs exactly one stream" in result["msg"], out

@@ -182,6 +182,14 @@ def test_cluster_findings():
     routes = {"count": 1, "expected": 2, "list": [{"remote_name": "mq2", "ip": "10.0.0.12", "port": 6222}]}
     findings = nj.diagnose(healthy_facts(routes=routes), dict(PARAMS, expected_routes=2))
     assert checks(findings) == {"routes": "warning"} and "mq2 10.0.0.12:6222" in findings[0]["evidence"]
+    # A pool of routes to one peer is still one peer: four routes to mq2 do not make two servers.
+    pooled = nm.summarise_routez(
+        {"num_routes": 4, "routes": [{"remote_id": "N2", "remote_name": "mq2", "ip": "10.0.0.12"}] * 4}, 2
+    )
+    assert pooled["count"] == 4 and pooled["peers"] == ["mq2"]
+    assert checks(nj.diagnose(healthy_facts(routes=pooled), dict(PARAMS, expected_routes=2))) == {
+        "routes": "warning"
+    }
 
 
 def test_other_findings():
@@ -246,3 +254,34 @@ def test_monitor_get_errors_are_operator_messages():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def stream_state(first=1, last=10, floors=(6,), policy="explicit"):
+    consumers = [
+        {"name": f"c{i}", "ack_policy": policy, "ack_floor_stream_seq": f} for i, f in enumerate(floors)
+    ]
+    return {
+        "name": "s",
+        "first_seq": first,
+        "last_seq": last,
+        "messages": last - first + 1,
+        "consumers": consumers,
+    }
+
+
+def test_purge_plan_refuses_what_the_slowest_consumer_has_not_acknowledged():
+    plan = nj.purge_plan(stream_state(floors=(8, 6)))
+    assert plan["refused"] and plan["ack_floor"] == 6 and plan["up_to_seq"] == 11
+    assert "4 message(s)" in plan["reason"] and "purge_up_to_seq=7" in plan["reason"]
+    assert not nj.purge_plan(stream_state(floors=(8, 6)), up_to_seq=7)["refused"]
+    assert nj.purge_plan(stream_state(floors=(8, 6)), up_to_seq=7)["messages"] == 6
+    assert not nj.purge_plan(stream_state(floors=(8, 6)), allow_unacknowledged=True)["refused"]
+
+
+def test_purge_plan_without_consumers_or_acks_and_of_an_empty_stream():
+    assert not nj.purge_plan(stream_state(floors=()))["refused"]
+    assert not nj.purge_plan(stream_state(floors=(0,), policy="none"))["refused"]
+    empty = nj.purge_plan({"name": "s", "first_seq": 11, "last_seq": 10, "messages": 0, "consumers": []})
+    assert empty["messages"] == 0 and nj.purge_findings(empty, False) == []
+    # A sequence beyond the last is the whole stream, not more.
+    assert nj.purge_plan(stream_state(floors=(10,)), up_to_seq=500)["up_to_seq"] == 11

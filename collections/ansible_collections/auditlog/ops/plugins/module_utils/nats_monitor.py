@@ -166,7 +166,15 @@ def summarise_routez(routez, expected=0):
         }
         for r in routez.get("routes") or []
     ]
-    return {"count": routez.get("num_routes", len(routes)), "expected": expected, "list": routes}
+    # A server keeps a pool of routes to each peer (NATS 2.10: pool_size, and one per pinned
+    # account), so the other servers it reaches are the distinct remote ids, not the count.
+    peers = sorted({r["remote_name"] or r["remote_id"] for r in routes if r["remote_id"] or r["remote_name"]})
+    return {
+        "count": routez.get("num_routes", len(routes)),
+        "peers": peers,
+        "expected": expected,
+        "list": routes,
+    }
 
 
 def summarise_jsz(jsz):

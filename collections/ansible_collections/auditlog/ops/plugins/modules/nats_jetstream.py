@@ -6,7 +6,7 @@
 DOCUMENTATION = r"""
 ---
 module: nats_jetstream
-short_description: Diagnose a NATS server and its JetStream streams and consumers
+short_description: Diagnose a NATS server and its JetStream streams and consumers; purge a stream when asked
 version_added: 0.3.0
 description:
   - Reads what the troubleshooting guide's C(curl :8222/varz), C(connz), C(routez) and C(jsz)
@@ -19,7 +19,12 @@ description:
     routes, the JetStream totals and meta cluster (leader and peers), and per stream its
     messages, bytes and sequences, per consumer its pending, ack pending and redelivered counts
     and last activity.
-  - Only reads; C(changed) is always false.
+  - Only reads, unless O(purge=true) - the guide's C(nats stream purge) - removes the messages of
+    the one stream of O(streams), all of them or those below O(purge_up_to_seq). A purge that would
+    remove a message some consumer has not acknowledged yet (above its ack floor, an event the
+    worker has not stored) is refused, with a critical finding naming how many and the sequence
+    that would purge only acknowledged ones, unless O(purge_unacknowledged=true). In check mode it
+    says what it would purge and purges nothing.
   - A monitoring port or client port that cannot be reached is returned as data
     (RV(available=false), or C(available=false) in RV(streams), with the error) and a critical
     finding, not as a failed task.
@@ -89,10 +94,34 @@ options:
       - JetStream storage (file or memory) over this share of its maximum makes a warning.
     type: float
     default: 0.8
+  purge:
+    description:
+      - Purge the stream named in O(streams) (exactly one). Destructive, so off unless asked for.
+    type: bool
+    default: false
+  purge_up_to_seq:
+    description:
+      - Purge only the messages with a sequence below this one (JetStream's C(seq)). Unset, the
+        whole stream.
+    type: int
+  purge_unacknowledged:
+    description:
+      - Purge messages that a consumer has not acknowledged too. They are events nobody has
+        processed; with the service's stream, events the API acknowledged and the database does
+        not have. Off unless asked for.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - auditlog.ops.nats
-  - auditlog.ops.probe
+attributes:
+  check_mode:
+    support: full
+    details: Reads as ever; a purge says what it would remove and removes nothing.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 seealso:
   - name: Monitoring
     description: The endpoints this module reads.
@@ -116,9 +145,19 @@ EXAMPLES = r"""
 
 RETURN = r"""
 changed:
-  description: Always false; the module only reads.
+  description: Whether messages were purged (in check mode, would be).
   returned: always
   type: bool
+purged:
+  description:
+    - With O(purge), the stream, the sequence below which it was (or would be) purged
+      (C(up_to_seq)), the messages removed (C(messages); in check mode an estimate from the
+      sequences), the lowest ack floor of its consumers (C(ack_floor)), and C(refused) with the
+      C(reason) when unacknowledged messages were in the way.
+  returned: when O(purge) is true
+  type: dict
+  sample: {"stream": "audit-logs", "up_to_seq": 1201, "messages": 1200, "ack_floor": 1200,
+           "refused": false, "reason": null}
 available:
   description: Whether the monitoring port answered.
   returned: always
@@ -151,7 +190,9 @@ connections:
            "auth_failures": {"count": 1, "closed_seen": 12, "recent": [{"ip": "10.0.0.9",
            "user": null, "stop": "2026-12-01T09:59:00Z", "reason": "Authentication Failure"}]}}
 routes:
-  description: The server's routes from C(routez), with O(expected_routes).
+  description:
+    - The server's routes from C(routez), with O(expected_routes); C(peers) are the other servers
+      they reach (a server keeps several routes to each peer, so C(count) may be higher).
   returned: when available
   type: dict
   sample: {"count": 2, "expected": 2, "list": [{"remote_name": "mq2", "ip": "10.0.0.12",
@@ -223,8 +264,60 @@ def argument_spec():
         ack_pending_warn=dict(type="int", default=1000),
         redelivered_warn=dict(type="int", default=100),
         storage_warn_ratio=dict(type="float", default=0.8),
+        purge=dict(type="bool", default=False),
+        purge_up_to_seq=dict(type="int"),
+        purge_unacknowledged=dict(type="bool", default=False),
     )
     return spec
+
+
+def purge_plan(stream, up_to_seq=None, allow_unacknowledged=False):
+    """What a purge of `stream` (summarise_stream's shape) below `up_to_seq` (None: all) removes,
+    and whether it is refused because a consumer has not acknowledged some of it."""
+    last, first = stream.get("last_seq") or 0, stream.get("first_seq") or 0
+    target = last + 1 if up_to_seq is None else min(up_to_seq, last + 1)
+    floors = [
+        c["ack_floor_stream_seq"] or 0 for c in stream.get("consumers") or [] if c.get("ack_policy") != "none"
+    ]
+    floor = min(floors) if floors else None
+    plan = {
+        "stream": stream["name"],
+        "up_to_seq": target,
+        "messages": max(0, target - max(first, 1)) if stream.get("messages") else 0,
+        "ack_floor": floor,
+        "refused": False,
+        "reason": None,
+    }
+    unacked = 0 if floor is None else max(0, target - 1 - floor)
+    if unacked and plan["messages"] and not allow_unacknowledged:
+        plan["refused"] = True
+        plan["reason"] = (
+            f"{unacked} message(s) of {stream['name']} below seq {target} are not acknowledged"
+            f" by all consumers (ack floor {floor}): purging them loses events nobody has stored;"
+            f" purge_up_to_seq={floor + 1} purges only acknowledged ones,"
+            " purge_unacknowledged=true all of them"
+        )
+    return plan
+
+
+def purge_findings(plan, check_mode):
+    if plan["refused"]:
+        return [
+            finding("critical", "nats", "purge_refused", "purge refused: " + plan["reason"], evidence=plan)
+        ]
+    if not plan["messages"]:
+        return []
+    did = "would purge" if check_mode else "purged"
+    return [
+        finding(
+            "warning",
+            "nats",
+            "purged",
+            f"{did} {plan['messages']} message(s) of {plan['stream']} below seq {plan['up_to_seq']}",
+            evidence=plan,
+            remediation=f"{did} $JS.API.STREAM.PURGE.{plan['stream']} (seq {plan['up_to_seq']})",
+        )
+    ]
 
 
 # -- pure logic: facts -> findings (tests/unit/test_nats_jetstream_module.py)
@@ -295,13 +388,14 @@ def diagnose(facts, params):
         )
     routes = facts.get("routes") or {}
     expected = params.get("expected_routes") or 0
-    if routes and routes.get("count", 0) < expected:
+    reached = len(routes.get("peers", routes.get("list") or [])) if routes else 0
+    if routes and reached < expected:
         out.append(
             finding(
                 "warning",
                 COMPONENT,
                 "routes",
-                "NATS has {} route(s), {} expected".format(routes.get("count", 0), expected),
+                f"NATS reaches {reached} other server(s) by its routes, {expected} expected",
                 evidence="routez: {}".format(
                     ", ".join(
                         "{} {}:{}".format(
@@ -452,13 +546,24 @@ def gather_monitor(monitor, params):
     return facts
 
 
-def gather_streams(params):
+def gather_streams(params, check_mode=False):
+    """The streams' state; with purge, the purge (or its refusal) too: (streams, plan or None)."""
     client = client_from_params(params)
+    plan = None
     try:
         client.connect()
-        return nats_monitor.streams_state(client, params["streams"] or None)
+        streams = nats_monitor.streams_state(client, params["streams"] or None)
+        if params["purge"] and not streams[0].get("missing"):
+            plan = purge_plan(streams[0], params["purge_up_to_seq"], params["purge_unacknowledged"])
+            if plan["messages"] and not plan["refused"] and not check_mode:
+                body = {} if params["purge_up_to_seq"] is None else {"seq": plan["up_to_seq"]}
+                plan["messages"] = client.js_request(f"$JS.API.STREAM.PURGE.{plan['stream']}", body).get(
+                    "purged", 0
+                )
+                streams = nats_monitor.streams_state(client, params["streams"])
+        return streams, plan
     except NatsError as exc:
-        return unavailable(exc)
+        return unavailable(exc), plan
     finally:
         client.close()
 
@@ -473,9 +578,20 @@ def main():
         facts.update(gather_monitor(monitor, p))
     except nats_monitor.MonitorError as exc:
         facts.update(unavailable(exc))
-    facts["streams"] = gather_streams(p) if p["jetstream_api"] else []
+    if p["purge"] and (len(p["streams"]) != 1 or not p["jetstream_api"]):
+        module.fail_json(
+            msg="purge needs exactly one stream in streams, and jetstream_api", streams=p["streams"]
+        )
+    if p["purge_up_to_seq"] is not None and p["purge_up_to_seq"] < 1:
+        module.fail_json(msg=f"purge_up_to_seq is a stream sequence (1 or more), not {p['purge_up_to_seq']}")
+    facts["streams"], plan = gather_streams(p, module.check_mode) if p["jetstream_api"] else ([], None)
     facts["findings"] = diagnose(facts, p)
-    module.exit_json(changed=False, **facts)
+    changed = False
+    if plan is not None:
+        facts["purged"] = plan
+        facts["findings"].extend(purge_findings(plan, module.check_mode))
+        changed = bool(plan["messages"]) and not plan["refused"]
+    module.exit_json(changed=changed, **facts)
 
 
 if __name__ == "__main__":
