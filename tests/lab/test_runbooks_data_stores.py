@@ -8,6 +8,7 @@ import time
 import pytest
 import yaml
 from audit_devtools import lab as lablib
+from support.ingest import tenant_key
 from support.runbooks import assert_changes_nothing, critical, wait_active, wait_healthy
 
 pytestmark = pytest.mark.lab
@@ -127,5 +128,109 @@ def test_redis_memory_reports_foreign_keys_clears_only_the_service_cache_and_app
     wait_healthy()
     again = assert_changes_nothing(
         lab, "playbooks/runbooks/redis/memory.yml", extra_vars={"redis_clear_cache": True}
+    )
+    assert critical(again) == [], again.describe()
+
+
+def stored(lab, tenant_id: str) -> int:
+    sql = f"SELECT count(*) FROM audit_logs WHERE tenant_id = '{tenant_id}'"
+    return int(lab.exec("db1", f'runuser -u postgres -- psql -d audit_logs -tAc "{sql}"').stdout.strip())
+
+
+def test_nats_backlog_reports_the_stopped_workers_backlog_refuses_to_purge_it_and_drains_it_when_asked(
+    lab, stack
+):
+    tenant_id, key = tenant_key(lab)
+    for host in ("app1", "app2"):
+        lab.exec(host, "systemctl stop audit-worker")
+    try:
+        for i in range(40):
+            r = lablib.lb_request(
+                "POST",
+                "/api/v1/audit/logs",
+                json={"actor": f"a{i}", "action": "queued"},
+                headers={"X-API-Key": key},
+            )
+            assert r.status_code == 202, r.text
+        run = lab.runbook("playbooks/runbooks/nats/backlog.yml")
+        assert run.ok and run.changed == 0, run.describe()
+        (backlog,) = run.findings(host="mq1", check="consumer_backlog")
+        assert backlog["severity"] == "warning" and backlog["evidence"]["num_pending"] >= 40, backlog
+        told = critical(run, check="backlog_restart_workers")
+        assert {f["host"] for f in told} == {"app1", "app2"} and told[0][
+            "variable"
+        ] == "backlog_restart_workers"
+
+        # A purge of the whole stream would lose the 40 events nobody has stored: refused.
+        refused = lab.runbook("playbooks/runbooks/nats/backlog.yml", extra_vars={"backlog_purge": True})
+        assert refused.ok and refused.changed == 0, refused.describe()
+        (no,) = critical(refused, host="mq1", check="purge_refused")
+        assert "purge_unacknowledged=true" in no["summary"], no
+        assert stored(lab, tenant_id) == 0
+
+        fixed = lab.runbook(
+            "playbooks/runbooks/nats/backlog.yml", extra_vars={"backlog_restart_workers": True}
+        )
+        assert fixed.ok and fixed.changed > 0, fixed.describe()
+        assert fixed.findings(host="mq1", check="backlog_drained"), fixed.describe()
+        assert stored(lab, tenant_id) == 40
+    finally:
+        for host in ("app1", "app2"):
+            lab.exec(host, "systemctl start audit-worker", check=False)
+    again = assert_changes_nothing(
+        lab, "playbooks/runbooks/nats/backlog.yml", extra_vars={"backlog_restart_workers": True}
+    )
+    assert critical(again) == [], again.describe()
+
+
+# A client of NATS with the service's CA and a host certificate but a wrong password: TLS passes,
+# the login does not (three tries, each a closed connection the broker remembers).
+BAD_LOGIN = """\
+import asyncio, ssl
+import nats
+
+async def main():
+    tls = ssl.create_default_context(cafile="/etc/audit-service/tls/ca.crt")
+    tls.load_cert_chain("/etc/audit-service/tls/server.crt", "/etc/audit-service/tls/server.key")
+    for _ in range(3):
+        try:
+            await nats.connect("tls://mq1:4222", user="audit-api", password="not-the-password", tls=tls,
+                               allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=3)
+        except Exception as exc:
+            print(exc, flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_nats_connections_name_a_stopped_broker_and_the_client_with_a_bad_password_and_start_it_when_asked(
+    lab, stack
+):
+    lab.put("app2", "/root/bad_login.py", BAD_LOGIN)
+    refused = lab.exec("app2", "/opt/audit-service/bin/python /root/bad_login.py 2>/dev/null").stdout
+    assert refused.count("Authorization Violation") == 3, refused
+    app2 = lab.exec("app2", "hostname -i").stdout.split()[0]
+    lab.exec("mq3", "systemctl stop nats-server")
+    try:
+        run = lab.runbook("playbooks/runbooks/nats/connections.yml")
+        assert run.ok and run.changed == 0, run.describe()
+        (down,) = critical(run, host="mq3", check="nats_restart")
+        assert "not running" in down["summary"], down
+        short = [f for f in run.findings(check="routes") if f["host"] in ("mq1", "mq2")]
+        assert len(short) == 2 and "reaches 1 other server" in short[0]["summary"], run.describe()
+        (failing,) = run.findings(host="mq1", check="failing_clients")
+        assert f"{app2} as audit-api" in failing["summary"], failing
+
+        fixed = lab.runbook("playbooks/runbooks/nats/connections.yml", extra_vars={"nats_restart": True})
+        assert fixed.ok and fixed.changed > 0, fixed.describe()
+        assert fixed.findings(host="mq3", check="routes") == [], fixed.describe()
+        (back,) = fixed.findings(host="mq3", check="connections")
+        assert "routes to 2 of the 2" in back["summary"], back
+    finally:
+        lab.exec("mq3", "systemctl start nats-server", check=False)
+    wait_active(lab, "mq3", "nats-server")
+    wait_healthy()
+    again = assert_changes_nothing(
+        lab, "playbooks/runbooks/nats/connections.yml", extra_vars={"nats_restart": True}
     )
     assert critical(again) == [], again.describe()
