@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from audit_devtools import lab as lablib
@@ -198,5 +200,93 @@ def test_lock_contention_names_the_blocker_of_the_workers_inserts_and_ends_it_on
         lab.exec("db1", "pkill -f 'sleep 600'", check=False)
     again = assert_changes_nothing(
         lab, "playbooks/runbooks/database/lock_contention.yml", extra_vars={"lock_terminate": True}
+    )
+    assert critical(again) == [], again.describe()
+
+
+def chained_rows(tenant_id: str, times: list[datetime]) -> tuple[str, str]:
+    """INSERTs of one tenant's chain (seq 1..n at `times`), hashed as the worker hashes them
+    (audit_service.chain, version 2); returns (the SQL, the last hash)."""
+    from audit_service import chain
+
+    prev, values = chain.GENESIS_HASH, []
+    for seq, at in enumerate(times, start=1):
+        event = {
+            "tenant_id": tenant_id,
+            "event_id": str(uuid.uuid4()),
+            "created_at": at,
+            "occurred_at": at,
+            "actor": f"old-{seq}",
+            "action": "archived",
+            "target": None,
+            "outcome": "success",
+            "source_ip": None,
+            "user_agent": None,
+            "metadata": None,
+            "correlation_id": None,
+            "principal": None,
+        }
+        digest = chain.link_canonical(prev, seq, chain.canonical(event, 2))
+        values.append(
+            f"('{tenant_id}', {seq}, '{event['event_id']}', '{at.isoformat()}', '{at.isoformat()}',"
+            f" '{event['actor']}', 'archived', 'success', 0, '{prev}', '{digest}', 2)"
+        )
+        prev = digest
+    columns = "tenant_id, seq, event_id, created_at, occurred_at, actor, action, outcome, stream_seq"
+    return (
+        f"INSERT INTO audit_logs ({columns}, prev_hash, hash, chain_version) VALUES {', '.join(values)};",
+        prev,
+    )
+
+
+def test_disk_space_reports_sizes_and_applies_retention_only_when_asked_and_the_chain_still_verifies(
+    lab, stack
+):
+    tenant_id, key = tenant_key(lab)
+    now = datetime.now(UTC).replace(microsecond=0)
+    old = [now - timedelta(days=120, minutes=i) for i in range(30, 0, -1)]  # past the lab's 90 days
+    recent = [now - timedelta(days=1, minutes=i) for i in range(10, 0, -1)]
+    insert, head = chained_rows(tenant_id, old + recent)
+    month = old[0].replace(day=1, hour=0, minute=0, second=0)
+    partition = f"audit_logs_p{month:%Y_%m}"
+    load = (
+        f"SELECT audit_create_partition('{month.isoformat()}'); {insert}"
+        f" UPDATE chain_heads SET seq = 40, hash = '{head}' WHERE tenant_id = '{tenant_id}';"
+    )
+    lab.put("db1", "/root/old_rows.sql", load)
+    lab.exec("db1", "runuser -u postgres -- psql -d audit_logs -q -v ON_ERROR_STOP=1 < /root/old_rows.sql")
+
+    def verify() -> dict:
+        r = lablib.lb_request("GET", "/api/v1/audit/verify", headers={"X-API-Key": key}, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    assert verify()["valid"] is True and verify()["checked"] == 40
+    # All that is past the window (these 30 rows, and any an earlier run left behind).
+    past = int(sql(lab, "SELECT count(*) FROM audit_logs WHERE created_at < now() - interval '90 days'"))
+    assert past >= 30, past
+    run = lab.runbook("playbooks/runbooks/postgres/disk_space.yml")
+    assert run.ok and run.changed == 0, run.describe()
+    (sizes,) = run.findings(host="db1", check="sizes")
+    assert "audit_logs" in sizes["summary"] and sizes["evidence"]["tables"], sizes
+    (would,) = run.findings(check="retention")
+    assert would["evidence"]["removed_rows"] == past and would["evidence"]["dry_run"] is True, would
+    assert run.findings(check="disk_space_apply_retention")[0]["variable"] == "disk_space_apply_retention"
+    assert sql(lab, f"SELECT count(*) FROM audit_logs WHERE tenant_id = '{tenant_id}'") == "40"
+
+    applied = lab.runbook(
+        "playbooks/runbooks/postgres/disk_space.yml", extra_vars={"disk_space_apply_retention": True}
+    )
+    assert applied.ok and applied.changed > 0, applied.describe()
+    (done,) = applied.findings(check="retention")
+    assert done["evidence"]["removed_rows"] == past and done["remediation"], done
+    assert partition in [p["name"] for p in done["evidence"]["dropped_partitions"]], done
+    # The newer rows are untouched, and the chain still verifies from its anchor.
+    assert sql(lab, f"SELECT count(*) FROM audit_logs WHERE tenant_id = '{tenant_id}'") == "10"
+    assert sql(lab, f"SELECT count(*) FROM pg_class WHERE relname = '{partition}'") == "0"
+    result = verify()
+    assert result["valid"] is True and result["checked"] == 10, result
+    again = assert_changes_nothing(
+        lab, "playbooks/runbooks/postgres/disk_space.yml", extra_vars={"disk_space_apply_retention": True}
     )
     assert critical(again) == [], again.describe()

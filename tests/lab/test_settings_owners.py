@@ -21,6 +21,10 @@ pytestmark = pytest.mark.lab
 
 CLI = "set -a; . /etc/audit-service/audit-service.env; set +a; /opt/audit-service/bin/audit-service"
 MOVED = {"postgresql_port": 5433, "redis_port": 6380, "nats_port": 4223, "nats_stream_max_age": 86400}
+# Every host that serves or uses those ports: the data stores, their exporters (on the same hosts)
+# and the app hosts. The load balancer's nginx talks to the API and its Prometheus to the exporters,
+# whose ports do not move, so its converges would only repeat the molecule ones.
+PORT_USERS = "audit_db:audit_cache:audit_broker:audit_api:audit_worker:localhost"
 SECRETS = lablib.LAB_SECRETS
 
 
@@ -98,7 +102,7 @@ def test_check_diff_shows_changed_config_files_with_secrets_masked(lab, stack):
 def test_moved_ports_move_the_whole_stack(lab, stack, moved_inventory):
     # The moved inventory is a copy: it keeps the lab's secrets and certificates.
     extra = {"audit_secrets_file": str(SECRETS), "audit_tls_dir": str(lablib.LAB_PKI)}
-    run = lab.playbook("playbooks/site.yml", inventory=moved_inventory, extra_vars=extra)
+    run = lab.playbook("playbooks/site.yml", inventory=moved_inventory, extra_vars=extra, limit=PORT_USERS)
     assert run.ok, run.describe()
     assert {5433} <= listening_ports(lab, "db1") and 5432 not in listening_ports(lab, "db1")
     assert {6380, 4223} <= listening_ports(lab, "mq1")
@@ -118,14 +122,14 @@ def test_moved_ports_move_the_whole_stack(lab, stack, moved_inventory):
         )
     assert stream_config(lab, 4223)["max_age"] == 86400 * 10**9
     # ...and a second converge finds nothing to change.
-    again = lab.playbook("playbooks/site.yml", inventory=moved_inventory, extra_vars=extra)
+    again = lab.playbook("playbooks/site.yml", inventory=moved_inventory, extra_vars=extra, limit=PORT_USERS)
     assert again.ok, again.describe()
     assert again.changed == 0, again.describe()
     assert stream_config(lab, 4223)["max_age"] == 86400 * 10**9
 
 
 def test_the_default_inventory_puts_the_ports_back(lab, stack):
-    run = lab.playbook("playbooks/site.yml")
+    run = lab.playbook("playbooks/site.yml", limit=PORT_USERS)
     assert run.ok, run.describe()
     assert 5432 in listening_ports(lab, "db1") and {6379, 4222} <= listening_ports(lab, "mq1")
     assert stream_config(lab, 4222)["max_age"] == 7 * 86400 * 10**9

@@ -59,8 +59,8 @@ def test_every_alert_the_issue_names_exists():
     assert wanted <= {a["alert"] for a in alerts()}
 
 
-# The alerts whose runbook (PostgreSQL disk space, data corruption) is not written yet.
-RUNBOOK_PENDING = {"AuditDiskFilling", "AuditChainVerifyFailing"}
+# The alert whose runbook (data corruption) is not written yet.
+RUNBOOK_PENDING = {"AuditChainVerifyFailing"}
 
 
 def test_every_alerts_runbook_exists():
