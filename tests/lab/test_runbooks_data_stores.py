@@ -3,13 +3,11 @@ the fault it is for, injected for real on the converged lab and healed before th
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import yaml
 from audit_devtools import lab as lablib
 from support.ingest import tenant_key
-from support.runbooks import assert_changes_nothing, critical, wait_active, wait_healthy
+from support.runbooks import assert_changes_nothing, critical, wait_active, wait_for, wait_healthy
 
 pytestmark = pytest.mark.lab
 
@@ -30,15 +28,6 @@ def on_mq1(lab, command: str, **kwargs):
     """A shell command on mq1 with the admin's password in REDISCLI_AUTH (for every redis-cli in it)."""
     password = yaml.safe_load(lablib.LAB_SECRETS.read_text())["audit_redis_admin_password"]
     return lab.exec("mq1", f"export REDISCLI_AUTH={password}; {command}", **kwargs)
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def test_redis_connections_name_the_holder_of_every_slot_and_a_stopped_redis_and_restart_only_when_asked(

@@ -4,14 +4,13 @@ against the fault it is for, injected for real on the converged lab and healed b
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from audit_devtools import lab as lablib
 from support.ingest import tenant_key
-from support.runbooks import assert_changes_nothing, critical, wait_healthy
+from support.runbooks import assert_changes_nothing, critical, wait_for, wait_healthy
 
 pytestmark = pytest.mark.lab
 
@@ -52,15 +51,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def sql(lab, query: str) -> str:

@@ -48,3 +48,13 @@ def wait_active(lab: lablib.Lab, host: str, unit: str, timeout: float = 60) -> N
             return
         time.sleep(1)
     raise AssertionError(f"{unit} on {host} is {state or 'unknown'} after {timeout:.0f} s, not active")
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll predicate until it returns something true, and return that; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
