@@ -13,22 +13,11 @@ import socket
 import subprocess
 import time
 
-import pytest
 from audit_devtools.stack import Postgres
-from support.modules import TARGET_PYTHON, run_module
-from support.pgcluster import DB, Session, start_cluster, stop_cluster, wait_for
+from support.modules import run_module
+from support.pgcluster import DB, Session, needs_psycopg2, start_cluster, stop_cluster, wait_for
 
-pytestmark = pytest.mark.skipif(
-    subprocess.run([TARGET_PYTHON, "-c", "import psycopg2"], capture_output=True).returncode != 0,
-    reason="needs Debian's python3-psycopg2 for /usr/bin/python3 (scripts/deps.sh installs it)",
-)
-
-
-@pytest.fixture(scope="module")
-def pg():
-    cluster = start_cluster()
-    yield cluster
-    stop_cluster(cluster)
+pytestmark = needs_psycopg2
 
 
 def diagnose(pg: Postgres, *flags: str, **args) -> tuple[int, dict, str]:

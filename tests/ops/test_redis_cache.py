@@ -4,25 +4,12 @@ only the service's cache keys go, in batches, counted in check mode; FLUSHALL on
 from __future__ import annotations
 
 import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 from ansible_collections.auditlog.ops.plugins.module_utils.redis_api import RedisClient
-from audit_devtools.stack import Redis
 from support.modules import run_module
 
 pytestmark = pytest.mark.skipif(not shutil.which("redis-server"), reason="needs Debian's redis-server")
-
-
-@pytest.fixture(scope="module")
-def redis():
-    root = Path(tempfile.mkdtemp(prefix="redis-cache-"))
-    server = Redis(root)
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

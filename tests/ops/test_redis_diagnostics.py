@@ -22,16 +22,6 @@ from support.modules import run_module
 pytestmark = pytest.mark.skipif(not shutil.which("redis-server"), reason="needs Debian's redis-server")
 
 
-@pytest.fixture(scope="module")
-def redis():
-    root = Path(tempfile.mkdtemp(prefix="redis-diag-"))
-    server = Redis(root)
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
-
-
 def admin(redis: Redis) -> RedisClient:
     return RedisClient(port=redis.port, user="audit-admin", password=redis.password).connect()
 

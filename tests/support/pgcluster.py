@@ -11,11 +11,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from audit_devtools.stack import Postgres
 
+from support.modules import TARGET_PYTHON
 from support.pki import make_pki
 
 DB = "svc"
+
+# The modules run under the targets' interpreter, which needs Debian's python3-psycopg2.
+needs_psycopg2 = pytest.mark.skipif(
+    subprocess.run([TARGET_PYTHON, "-c", "import psycopg2"], capture_output=True).returncode != 0,
+    reason="needs Debian's python3-psycopg2 for /usr/bin/python3 (scripts/deps.sh installs it)",
+)
 
 
 def start_cluster() -> Postgres:

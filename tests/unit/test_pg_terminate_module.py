@@ -149,13 +149,5 @@ def test_diagnostics_name_who_holds_the_connections():
     assert found and "most by audit_user/leaky from 10.0.0.9: 8 (idle 8)" in found[0]["summary"], found
 
 
-PARAMS = {
-    "long_query_seconds": 300.0,
-    "idle_in_transaction_seconds": 60.0,
-    "connections_warn_ratio": 0.8,
-    "connections_critical_ratio": 0.95,
-    "cache_hit_warn_ratio": 0.9,
-    "cache_hit_info_ratio": 0.99,
-    "cache_hit_min_blocks": 100000,
-    "slow_statement_ms": 1000.0,
-}
+# pg_diagnostics' thresholds as the module defaults them.
+PARAMS = {name: spec["default"] for name, spec in pgd.argument_spec().items() if "default" in spec}
