@@ -29,6 +29,8 @@ log = logging.getLogger("audit_service.worker")
 
 # Events per transaction: large enough to amortise the commit, small enough to keep locks short.
 CHUNK_EVENTS = 2000
+# The correlation ids one "batch stored" line names at most (a line stays under 10 KiB).
+LOGGED_IDS_PER_LINE = 200
 RETRY_DELAY = 1.0
 MAX_INFLIGHT = 2
 # While idle, how often the worker makes sure its consumer still exists (someone may delete it).
@@ -206,15 +208,23 @@ class Worker:
         metrics.worker_lag.set((datetime.now(UTC) - oldest).total_seconds())
         if result.heads:
             await self.cache.invalidate(result.heads.keys())
-        log.debug(
-            "batch stored",
-            extra={
-                "stored": result.stored,
-                "duplicates": result.duplicates,
-                "messages": len(chunk),
-                "duration_ms": round(elapsed * 1000, 2),
-            },
-        )
+        # One line a batch (more when it has many requests), naming the requests (correlation ids)
+        # whose events it stored: the runbooks' log analysis follows a request from nginx through
+        # the API to here.
+        cids = sorted({p.event["correlation_id"] for p in pending if p.event["correlation_id"]})
+        parts = max(1, -(-len(cids) // LOGGED_IDS_PER_LINE))
+        for part in range(parts):
+            log.info(
+                "batch stored",
+                extra={
+                    "stored": result.stored,
+                    "duplicates": result.duplicates,
+                    "messages": len(chunk),
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "correlation_ids": cids[part * LOGGED_IDS_PER_LINE : (part + 1) * LOGGED_IDS_PER_LINE],
+                    **({"part": f"{part + 1}/{parts}"} if parts > 1 else {}),
+                },
+            )
 
     async def run(self) -> None:
         self.pool = await db.create_pool(self.settings, "audit-worker", min_size=0)

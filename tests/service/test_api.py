@@ -345,7 +345,9 @@ def test_worker_exports_its_own_metrics(stack):
         svc.stop()
 
 
-def test_json_log_lines_carry_correlation_and_duration(service, tenant):
+def test_json_log_lines_carry_correlation_duration_and_tenant_and_the_worker_names_the_request(
+    service, tenant
+):
     cid = f"log-test-{uuid.uuid4()}"
     tenant.post(ev(), headers={"X-Correlation-ID": cid})
     lines = wait_for(
@@ -357,7 +359,23 @@ def test_json_log_lines_carry_correlation_and_duration(service, tenant):
     done = [x for x in lines if x["message"] == "Request completed"]
     assert incoming and incoming[0]["method"] == "POST" and incoming[0]["path"] == "/api/v1/audit/logs"
     assert done and done[0]["status"] == 202 and done[0]["duration_ms"] >= 0
+    assert done[0]["tenant_id"] == tenant.tenant_id
     assert all(x["correlation_id"] == cid for x in lines)
+    # The worker's line of the batch that stored the event names the request (log analysis follows it).
+    stored = wait_for(
+        lambda: (
+            [
+                doc
+                for w in service.workers
+                for x in w.log().splitlines()
+                if cid in x and (doc := json.loads(x))["message"] == "batch stored"
+            ]
+            or None
+        ),
+        10,
+        what="the worker's batch line",
+    )
+    assert cid in stored[0]["correlation_ids"] and stored[0]["stored"] >= 1
     # A header that could forge log fields is replaced by a fresh id.
     r = tenant.post(ev(), headers={"X-Correlation-ID": 'x" injected'})
     assert uuid.UUID(r.headers["x-correlation-id"])

@@ -106,6 +106,13 @@ def iso(line):
             4,
             False,
         ),
+        (
+            '{"time":"2026-12-01T15:29:00+00:00","msec":1796138940.123,"remote_addr":"10.0.0.1",'
+            '"method":"POST","path":"/api/v1/audit/logs","status":503,"bytes":0}',
+            "2026-12-01T15:29:00.123Z",
+            3,
+            False,
+        ),
         ("    at some continuation line", None, None, False),
         ("2026-02-31 15:29:00.000 UTC [1] LOG:  no such day", None, None, False),
     ],

@@ -14,6 +14,7 @@ from fastapi import HTTPException
 
 from .. import jsonlog, metrics
 from ..models import dumps
+from .deps import TENANT_STATE
 
 log = logging.getLogger("audit_service.api")
 
@@ -103,13 +104,9 @@ class RequestContext:
             label = getattr(route, "path", "unmatched")
             metrics.http_requests.labels(method, label, str(status)).inc()
             metrics.http_latency.labels(method, label).observe(elapsed)
-            log.info(
-                "Request completed",
-                extra={
-                    "method": method,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                },
-            )
+            done = {"method": method, "path": path, "status": status, "duration_ms": round(elapsed * 1000, 2)}
+            state = scope.get("state")
+            if isinstance(state, dict) and TENANT_STATE in state:
+                done["tenant_id"] = state[TENANT_STATE]
+            log.info("Request completed", extra=done)
             jsonlog.correlation_id.reset(token)

@@ -25,8 +25,9 @@ from datetime import UTC, datetime
 #   /var/log/postgresql/postgresql-<ver>-<cluster>.log (logging_collector off, roles/postgresql
 #   changes neither), in Debian's log_line_prefix '%m [%p] %q%u@%d '.
 # - redis: roles/redis/templates/redis.conf.j2 `logfile /var/log/redis/redis-server.log`.
-# - nginx: roles/nginx/templates/audit.conf.j2 sets no access_log/error_log, so Debian's
-#   nginx.conf's apply: /var/log/nginx/access.log (format combined) and /var/log/nginx/error.log.
+# - nginx: roles/nginx/templates/audit.conf.j2 writes /var/log/nginx/access.log in its JSON format
+#   audit_json (nginx_access_log; logfiles reads the combined format too) and sets no error_log,
+#   so Debian's /var/log/nginx/error.log applies.
 # - nats (roles/nats: no log_file, stderr of a Type=simple unit), prometheus and the exporters
 #   (Debian's units, stderr), api, worker, grafana: the journal only.
 COMPONENTS = {
@@ -270,43 +271,49 @@ def parse_journal_json(text, default_unit=None):
     """`journalctl -o json` output (one JSON object a line) -> entries {time, unit, host, priority,
     message, source: journal}; time in ISO 8601 UTC, priority as its name. Lines that are no JSON
     are skipped."""
-    entries = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
+    entries = (journal_entry(line, default_unit) for line in text.splitlines())
+    return [e for e in entries if e is not None]
+
+
+def journal_entry(line, default_unit=None, origin=False):
+    """One line of `journalctl -o json` as an entry (see parse_journal_json), or None. With
+    origin, the entry also has `pid` (_PID), `identifier` (SYSLOG_IDENTIFIER) and `about_unit`
+    (UNIT, which systemd's own lines about a unit carry)."""
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        raw = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    usec = raw.get("__REALTIME_TIMESTAMP")
+    when = None
+    if usec is not None:
         try:
-            raw = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(raw, dict):
-            continue
-        usec = raw.get("__REALTIME_TIMESTAMP")
-        when = None
-        if usec is not None:
-            try:
-                when = (
-                    datetime.fromtimestamp(int(usec) / 1e6, tz=UTC)
-                    .isoformat(timespec="milliseconds")
-                    .replace("+00:00", "Z")
-                )
-            except (TypeError, ValueError, OverflowError):
-                when = None
-        try:
-            prio = PRIORITIES[int(raw.get("PRIORITY"))]
-        except (TypeError, ValueError, IndexError):
-            prio = None
-        entries.append(
-            {
-                "time": when,
-                "unit": raw.get("_SYSTEMD_UNIT") or raw.get("UNIT") or default_unit,
-                "host": raw.get("_HOSTNAME"),
-                "priority": prio,
-                "message": _message_text(raw.get("MESSAGE")),
-                "source": "journal",
-            }
-        )
-    return entries
+            when = (
+                datetime.fromtimestamp(int(usec) / 1e6, tz=UTC)
+                .isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z")
+            )
+        except (TypeError, ValueError, OverflowError):
+            when = None
+    try:
+        prio = PRIORITIES[int(raw.get("PRIORITY"))]
+    except (TypeError, ValueError, IndexError):
+        prio = None
+    entry = {
+        "time": when,
+        "unit": raw.get("_SYSTEMD_UNIT") or raw.get("UNIT") or default_unit,
+        "host": raw.get("_HOSTNAME"),
+        "priority": prio,
+        "message": _message_text(raw.get("MESSAGE")),
+        "source": "journal",
+    }
+    if origin:
+        entry.update(pid=raw.get("_PID"), identifier=raw.get("SYSLOG_IDENTIFIER"), about_unit=raw.get("UNIT"))
+    return entry
 
 
 def journal_command(unit, since=None, lines=None, grep=None, priority=None):

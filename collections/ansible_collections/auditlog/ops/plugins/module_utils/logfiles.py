@@ -200,6 +200,11 @@ _NGINX_ACCESS = re.compile(
 )
 
 
+# nginx's access log as the nginx role writes it (format audit_json, one JSON object a line):
+#   {"time":"2026-12-01T15:29:00+00:00","msec":1796138940.123,...,"status":200,...}
+_NGINX_JSON = re.compile(r'^\{"time":"[^"]*","msec":(\d+(?:\.\d+)?),.*?"status":(\d{3})')
+
+
 def _micro(fraction):
     return int((fraction or "0").ljust(6, "0")[:6])
 
@@ -228,6 +233,11 @@ def parse_line(line):
             y, mo, d, h, mi, s, level = m.groups()
             naive = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s))
             return _local(naive), _NGINX_LEVELS.get(level.lower(), INFO), False
+        m = _NGINX_JSON.match(line)
+        if m:
+            when = datetime.fromtimestamp(float(m.group(1)), UTC)
+            code = int(m.group(2))
+            return when, 3 if code >= 500 else 4 if code >= 400 else INFO, False
         m = _NGINX_ACCESS.match(line)
         if m:
             d, mon, y, h, mi, s, offset, status = m.groups()
