@@ -280,3 +280,71 @@ def test_disk_space_reports_sizes_and_applies_retention_only_when_asked_and_the_
         lab, "playbooks/runbooks/postgres/disk_space.yml", extra_vars={"disk_space_apply_retention": True}
     )
     assert critical(again) == [], again.describe()
+
+
+# The slow pattern of the slow-queries test: a filter on an unindexed column of a scratch table in
+# the service's database, 20 times (one entry of pg_stat_statements, its constant a $1).
+SLOW_ROWS = 200_000
+SLOW_CALLS = 20
+SLOW_QUERY = "SELECT count(*) FROM slow_demo WHERE code = $1"
+
+
+def test_slow_queries_names_the_statement_its_plan_and_index_and_makes_it_and_resets_when_asked(lab, stack):
+    lab.exec(
+        "db1",
+        f'{PSQL} "CREATE TABLE slow_demo (id int PRIMARY KEY, code int NOT NULL, note text NOT NULL);'
+        f" INSERT INTO slow_demo SELECT g, g % 50000, md5(g::text) FROM generate_series(1, {SLOW_ROWS}) g;"
+        ' ANALYZE slow_demo"',
+        timeout=300,
+    )
+    try:
+        sql(lab, "SELECT pg_stat_statements_reset()")
+        sql(lab, " ".join(f"SELECT count(*) FROM slow_demo WHERE code = {i};" for i in range(SLOW_CALLS)))
+        # A seq scan of 200,000 rows takes milliseconds: a threshold under it, and only the
+        # statements run as often as this one (not the service's own).
+        extra = {"slow_queries_min_mean_ms": 1, "slow_queries_min_calls": SLOW_CALLS}
+
+        run = lab.runbook("playbooks/runbooks/database/slow_queries.yml", extra_vars=extra)
+        assert run.ok and run.changed == 0, run.describe()
+        (slow,) = [f for f in run.findings(host="db1", check="slow_statement") if SLOW_QUERY in f["summary"]]
+        ev = slow["evidence"]
+        assert slow["severity"] == "warning" and ev["calls"] == SLOW_CALLS and ev["mean_ms"] > 0, slow
+        assert ev["total_ms"] >= ev["mean_ms"] and ev["database"] == "audit_logs", ev
+        # PostgreSQL 17 on db1 (trixie): the generic plan of the statement, never run.
+        assert ev["plan_method"] == "generic_plan" and "Seq Scan on public.slow_demo" in ev["plan"], ev
+        index = "CREATE INDEX CONCURRENTLY IF NOT EXISTS slow_demo_code_idx ON public.slow_demo (code)"
+        assert ev["suggested_indexes"] == [index], ev
+        (missing,) = [
+            f for f in run.findings(host="db1", check="missing_index") if "slow_demo" in f["summary"]
+        ]
+        assert "public.slow_demo (code)" in missing["summary"] and missing["remediation"] is None, missing
+        told = run.findings(host="db1", check="slow_queries_create_indexes")
+        assert told and told[0]["variable"] == "slow_queries_create_indexes", run.describe()
+        reset = run.findings(host="db1", check="slow_queries_reset_statistics")
+        assert reset and reset[0]["variable"] == "slow_queries_reset_statistics", run.describe()
+        assert sql(lab, "SELECT count(*) FROM pg_indexes WHERE indexname = 'slow_demo_code_idx'") == "0"
+
+        fixed = lab.runbook(
+            "playbooks/runbooks/database/slow_queries.yml",
+            extra_vars={**extra, "slow_queries_create_indexes": True, "slow_queries_reset_statistics": True},
+        )
+        assert fixed.ok and fixed.changed > 0, fixed.describe()
+        (made,) = [
+            f for f in fixed.findings(host="db1", check="missing_index") if "slow_demo" in f["summary"]
+        ]
+        assert made["remediation"].startswith("created slow_demo_code_idx"), made
+        valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = 'public.slow_demo_code_idx'::regclass"
+        assert sql(lab, valid) == "t"
+        after = fixed.findings(host="db1", check="slow_statement")
+        (slow,) = [f for f in after if SLOW_QUERY in f["summary"]]
+        assert "slow_demo_code_idx" in slow["evidence"]["plan_after"], slow
+        assert fixed.findings(host="db1", check="statistics_reset"), fixed.describe()
+        assert sql(lab, "SELECT count(*) FROM pg_stat_statements WHERE query LIKE '%slow_demo WHERE%'") == "0"
+    finally:
+        sql(lab, "DROP TABLE IF EXISTS slow_demo")
+    again = assert_changes_nothing(
+        lab,
+        "playbooks/runbooks/database/slow_queries.yml",
+        extra_vars={"slow_queries_create_indexes": True, "slow_queries_reset_statistics": True},
+    )
+    assert critical(again) == [], again.describe()
