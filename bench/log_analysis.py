@@ -11,7 +11,8 @@ the module through Ansible twice:
 - the last 15 minutes: the module enters the file by bisection, so this takes a small part of the
   whole read; the figure is its time.
 
-Target: >= 200,000 lines/s over the whole file (a 1 GB log in about 20 s). The file is removed at the end unless --keep.
+Target: >= 200,000 lines/s over the whole file (a 1 GB log in about 20 s). The file is removed at
+the end unless --keep.
 
   .venv/bin/python bench/log_analysis.py [--host app1] [--size-mb 1024] [--keep]
 """

@@ -110,7 +110,7 @@ def test_log_analysis_counts_a_tenants_error_burst_follows_one_request_everywher
     assert_changes_nothing(lab, RUNBOOK, extra_vars={"logs_since": since, "logs_correlation_id": follow})
 
 
-def test_log_analysis_names_units_killed_by_a_signal_or_their_memory_limit_and_that_kernel_lines_are_unreadable(
+def test_log_analysis_names_units_killed_by_a_signal_or_a_memory_limit_and_says_kernel_lines_are_unreadable(
     lab, stack
 ):
     since = since_now()
