@@ -53,6 +53,10 @@ def test_healthy_server_facts_and_check_mode(pg):
     assert {d["name"] for d in result["databases"]} >= {"postgres", DB}
     assert result["tables"][0]["name"] == "accounts" and result["tables"][0]["total_bytes"] > 0
     assert 0 < result["cache"]["hit_ratio"] <= 1
+    # The guide's pg_statio_user_tables: the table the fixture filled and read, with its block figures.
+    io = {t["name"]: t for t in result["table_io"]}
+    assert io["accounts"]["heap_blks_read"] + io["accounts"]["heap_blks_hit"] > 0, result["table_io"]
+    assert 0 <= io["accounts"]["hit_ratio"] <= 1 and result["settings"]["random_page_cost"]
     assert result["long_queries"] == [] and result["blocking"] == []
     assert not [f for f in result["findings"] if f["severity"] != "info"], result["findings"]
     assert pg.password not in out

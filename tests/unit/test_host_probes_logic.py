@@ -223,6 +223,28 @@ def _proc(pid, ticks, rss, unit=None, start=1, cmd="x"):
     }
 
 
+def test_top_io_rates_of_the_sample_iotop_style():
+    def io(proc, r, w):
+        return dict(proc, io={"read_bytes": r, "write_bytes": w})
+
+    before = {1: io(_proc(1, 0, 1), 0, 0), 2: io(_proc(2, 0, 1), 0, 0), 3: io(_proc(3, 0, 1, start=5), 0, 0)}
+    after = {
+        1: io(_proc(1, 0, 1), 0, 40 * 2**20),
+        2: io(_proc(2, 0, 1), 2**20, 0),
+        3: io(_proc(3, 0, 1, start=9), 0, 99 * 2**20),  # pid reused: no rate
+        4: dict(_proc(4, 0, 1), io=None),
+    }
+    rows = procfs.top_io(before, after, 2.0, 5)
+    assert [(r["pid"], r["read_bytes_per_s"], r["write_bytes_per_s"]) for r in rows] == [
+        (1, 0, 20 * 2**20),
+        (2, 2**19, 0),
+    ]
+    assert procfs.parse_pid_io("rchar: 5\nread_bytes: 4096\nwrite_bytes: 8192\n") == {
+        "read_bytes": 4096,
+        "write_bytes": 8192,
+    }
+
+
 def test_top_processes_by_cpu_and_memory():
     before = {1: _proc(1, 0, 10), 2: _proc(2, 0, 500), 3: _proc(3, 100, 20, start=5)}
     after = {1: _proc(1, 100, 10), 2: _proc(2, 10, 500), 3: _proc(3, 0, 20, start=9), 4: _proc(4, 50, 1)}
@@ -650,6 +672,24 @@ def test_a_foreign_top_consumer_is_named_and_the_stack_own_are_not():
         "pid 4321 (python3 -c while True: pass" in found[0]["summary"] and "99.0% CPU" in found[0]["summary"]
     )
     assert "40.0% of memory" in found[1]["summary"]
+
+
+def test_a_foreign_writer_and_a_busy_device_are_named():
+    dd = {"pid": 77, "cmdline": "dd if=/dev/zero of=/var/tmp/x", "user": "root", "unit": None, "stack": False,
+          "read_bytes_per_s": 0, "write_bytes_per_s": 60 * 2**20}  # fmt: skip
+    wal = dict(dd, pid=78, cmdline="postgres: walwriter", unit="postgresql@17-main.service", stack=True)
+    io = {"sda": {"util_percent": 97.0, "read_bytes_per_s": 0, "write_bytes_per_s": 60 * 2**20}}
+    found = host_facts.host_findings(
+        _facts(io=io, processes={"by_cpu": [], "by_memory": [], "by_io": [dd, wal]})
+    )
+    assert [(f["check"], f["severity"]) for f in found] == [
+        ("disk_busy", "warning"),
+        ("top_consumer", "warning"),
+    ]
+    assert "sda busy 97.0%" in found[0]["summary"]
+    assert (
+        "pid 77 (dd if=/dev/zero" in found[1]["summary"] and "60.0 MiB/s of disk I/O" in found[1]["summary"]
+    )
 
 
 def test_read_units_default_is_the_stack_units_that_exist(monkeypatch):

@@ -2,11 +2,14 @@
 # MIT License (see the repository's LICENSE)
 # Python 3 only. psycopg2 (Debian's python3-psycopg2) is imported only by connect(), and only the
 # database hosts have it: the pure functions here run anywhere (and in the unit tests).
-"""PostgreSQL for modules: the shared connection options, the connection, readiness.
+"""PostgreSQL for modules: the shared connection options, the connection, readiness, and the data
+checksums' state.
 
 The connection options are those of community.postgresql (login_host, port, login_user,
 login_password, db, ssl_mode, ca_cert, connect_timeout), documented in doc_fragments/postgres.py.
 """
+
+import datetime
 
 APPLICATION_NAME = "ansible-auditlog-ops"
 
@@ -147,3 +150,35 @@ def readiness_from_error(message):
         "in_recovery": None,
         "error": text.splitlines()[0] if text else "unknown error",
     }
+
+
+# pg_stat_database's row without a database: the shared catalogs (pg_authid, pg_database, ...).
+SHARED_OBJECTS = "(shared objects)"
+
+
+def checksums_summary(data_checksums, rows):
+    """SHOW data_checksums and pg_stat_database rows (database, checksum_failures,
+    checksum_last_failure) -> whether checksums are on and the databases with failures (the row of
+    the shared objects has no database: "(shared objects)"). For pg_diagnostics and pg_integrity."""
+    failing = [
+        {
+            "database": r.get("database") or SHARED_OBJECTS,
+            "failures": int(r.get("checksum_failures") or 0),
+            "last_failure": _iso(r.get("checksum_last_failure")),
+        }
+        for r in rows
+        if r.get("checksum_failures")
+    ]
+    last = [f["last_failure"] for f in failing if f["last_failure"]]
+    return {
+        "enabled": str(data_checksums).lower() == "on",
+        "failures": sum(f["failures"] for f in failing),
+        "by_database": failing,
+        "last_failure": max(last) if last else None,
+    }
+
+
+def _iso(value):
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    return value

@@ -10,7 +10,7 @@ short_description: Load, CPU, memory, disks, I/O, top processes and the stack's 
 version_added: 0.3.0
 description:
   - Reads the host from C(/proc) and C(os.statvfs), as C(uptime), C(free), C(df -h), C(df -i),
-    C(iostat) and C(top) would show it, and the state of the stack's systemd units
+    C(iostat), C(iotop) and C(top) would show it, and the state of the stack's systemd units
     (C(systemctl show)), in one module call.
   - CPU busy time, disk I/O rates and the processes' CPU use are measured over one short sample
     (O(sample_seconds)).
@@ -102,6 +102,18 @@ options:
         reported as a top consumer (warning).
     type: float
     default: 20
+  process_io_mib_warning:
+    description:
+      - Disk I/O (MiB/s read and written over the sample, from C(/proc/<pid>/io)) from which a
+        process that is not one of the stack's own is reported as a top consumer (warning).
+    type: float
+    default: 20
+  device_util_warning:
+    description:
+      - Utilisation of a block device (% of the sample it was busy, C(iostat -x)'s C(%util)) from
+        which a warning is reported.
+    type: float
+    default: 90
 attributes:
   check_mode:
     description: >-
@@ -172,6 +184,8 @@ processes:
     - C(by_cpu) and C(by_memory), the top processes, each with C(pid), C(user), C(command),
       C(cmdline), C(unit), C(stack) (whether it is one of the stack's own), C(cpu_percent) (of one
       CPU) and C(rss_bytes) / C(memory_percent).
+    - C(by_io), the top processes by disk I/O over the sample, as iotop shows them
+      (C(read_bytes_per_s), C(write_bytes_per_s)).
   returned: always
   type: dict
 units:
@@ -210,6 +224,8 @@ THRESHOLDS = (
     ("inodes_used_critical", 95.0),
     ("process_cpu_warning", 50.0),
     ("process_memory_warning", 20.0),
+    ("process_io_mib_warning", 20.0),
+    ("device_util_warning", 90.0),
 )
 DEFAULT_THRESHOLDS = dict(THRESHOLDS)
 
@@ -344,9 +360,27 @@ def host_findings(facts, thresholds=None):
                         evidence=state,
                     )
                 )
+    for name, dev in sorted((facts.get("io") or {}).items()):
+        if dev.get("util_percent") is not None and dev["util_percent"] >= t["device_util_warning"]:
+            out.append(
+                finding(
+                    "warning",
+                    "host",
+                    "disk_busy",
+                    "{} busy {}% of the sample ({:.1f} MiB/s read, {:.1f} MiB/s written)".format(
+                        name,
+                        dev["util_percent"],
+                        dev.get("read_bytes_per_s", 0) / 2**20,
+                        dev.get("write_bytes_per_s", 0) / 2**20,
+                    ),
+                    evidence=dev,
+                )
+            )
     seen = set()
     procs = facts.get("processes") or {}
-    for row in (procs.get("by_cpu") or []) + (procs.get("by_memory") or []):
+    io_by_pid = {row["pid"]: row for row in procs.get("by_io") or []}
+    rows = (procs.get("by_cpu") or []) + (procs.get("by_memory") or []) + (procs.get("by_io") or [])
+    for row in rows:
         if row.get("stack") or row["pid"] in seen:
             continue
         heavy = []
@@ -354,6 +388,15 @@ def host_findings(facts, thresholds=None):
             heavy.append("{}% CPU".format(row["cpu_percent"]))
         if row.get("memory_percent") is not None and row["memory_percent"] >= t["process_memory_warning"]:
             heavy.append("{}% of memory ({})".format(row["memory_percent"], _gib(row["rss_bytes"])))
+        io = io_by_pid.get(row["pid"])
+        if io and (io["read_bytes_per_s"] + io["write_bytes_per_s"]) / 2**20 >= t["process_io_mib_warning"]:
+            heavy.append(
+                "{:.1f} MiB/s of disk I/O ({:.1f} read, {:.1f} written)".format(
+                    (io["read_bytes_per_s"] + io["write_bytes_per_s"]) / 2**20,
+                    io["read_bytes_per_s"] / 2**20,
+                    io["write_bytes_per_s"] / 2**20,
+                )
+            )
         if heavy:
             seen.add(row["pid"])
             out.append(
@@ -480,9 +523,10 @@ def gather(module_params, run, sample_seconds, top_n, exclude_types, exclude_mou
         mem_total,
         top_n,
     )
-    for row in by_cpu + by_mem:
+    by_io = procfs.top_io(procs0, procs1, elapsed, top_n)
+    for row in by_cpu + by_mem + by_io:
         row["stack"] = comp.is_stack_unit(row.get("unit"))
-    facts["processes"] = {"by_cpu": by_cpu, "by_memory": by_mem}
+    facts["processes"] = {"by_cpu": by_cpu, "by_memory": by_mem, "by_io": by_io}
 
     backend = comp.SystemdBackend(run)
     facts["units"] = read_units(backend, module_params.get("units"))

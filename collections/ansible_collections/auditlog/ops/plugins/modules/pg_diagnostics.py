@@ -81,7 +81,8 @@ options:
     default: mean_time
   tables_limit:
     description:
-      - How many of the biggest tables of O(db) to return.
+      - How many of the biggest tables of O(db) to return (RV(tables)), and of those reading the
+        most blocks (RV(table_io)).
     type: int
     default: 10
   query_max_length:
@@ -223,6 +224,15 @@ tables:
             "table_bytes": 62914560, "index_bytes": 20971520, "rows_estimate": 250000,
             "dead_rows": 120, "seq_scan": 4, "idx_scan": 1200, "last_autovacuum": null,
             "last_autoanalyze": "2026-12-01T10:05:00+00:00"}]
+table_io:
+  description:
+    - The tables of O(db) that read the most blocks from outside PostgreSQL's buffers
+      (C(pg_statio_user_tables), most first), with their buffer hit ratio.
+  returned: when available
+  type: list
+  elements: dict
+  sample: [{"schema": "public", "name": "audit_logs_2026_12", "heap_blks_read": 50120,
+            "heap_blks_hit": 980000, "idx_blks_read": 1200, "idx_blks_hit": 450000, "hit_ratio": 0.95}]
 statements:
   description:
     - The top statements of C(pg_stat_statements) in O(db), ranked by O(statements_order_by).
@@ -297,6 +307,7 @@ SETTINGS = (
     "port",
     "ssl",
     "log_min_duration_statement",
+    "random_page_cost",
 )
 
 
@@ -433,24 +444,8 @@ def cache_summary(rows):
     }
 
 
-def checksums_summary(data_checksums, rows):
-    """SHOW data_checksums and pg_stat_database (database, checksum_failures, checksum_last_failure)."""
-    failing = [
-        {
-            "database": r.get("database") or "(shared objects)",
-            "failures": int(r.get("checksum_failures") or 0),
-            "last_failure": _iso(r.get("checksum_last_failure")),
-        }
-        for r in rows
-        if r.get("checksum_failures")
-    ]
-    last = [f["last_failure"] for f in failing if f["last_failure"]]
-    return {
-        "enabled": str(data_checksums).lower() == "on",
-        "failures": sum(f["failures"] for f in failing),
-        "by_database": failing,
-        "last_failure": max(last) if last else None,
-    }
+# SHOW data_checksums and pg_stat_database's checksum failures: shared with pg_integrity.
+checksums_summary = postgres.checksums_summary
 
 
 def _holder_text(h):
@@ -705,6 +700,17 @@ WHERE datallowconn AND has_database_privilege(datname, 'CONNECT')
 ORDER BY 2 DESC
 """
 
+Q_TABLE_IO = """
+SELECT schemaname AS schema, relname AS name, heap_blks_read, heap_blks_hit,
+       coalesce(idx_blks_read, 0) AS idx_blks_read, coalesce(idx_blks_hit, 0) AS idx_blks_hit,
+       CASE WHEN heap_blks_read + heap_blks_hit > 0
+            THEN round(heap_blks_hit::numeric / (heap_blks_read + heap_blks_hit), 4)::float8 END AS hit_ratio
+FROM pg_statio_user_tables
+WHERE heap_blks_read + heap_blks_hit > 0
+ORDER BY heap_blks_read DESC, heap_blks_hit DESC
+LIMIT %s
+"""
+
 Q_TABLES = """
 SELECT n.nspname AS schema, c.relname AS name,
        pg_total_relation_size(c.oid) AS total_bytes,
@@ -891,6 +897,9 @@ def gather(params):
             return rows
 
         facts["tables"] = _safe(conn, "table sizes", tables)
+        facts["table_io"] = _safe(
+            conn, "pg_statio_user_tables", lambda: _fetch(conn, Q_TABLE_IO, (params["tables_limit"],))
+        )
         stat_db = _safe(
             conn,
             "pg_stat_database",
