@@ -69,3 +69,10 @@ def test_every_alerts_runbook_exists():
     for name, runbook in named.items():
         if runbook:
             assert runbook.startswith("playbooks/runbooks/") and (ROOT / runbook).is_file(), (name, runbook)
+
+
+def test_prometheus_own_memory_alert_watches_prometheus_only_and_names_its_runbook():
+    (rule,) = [a for a in alerts() if a["alert"] == "AuditPrometheusMemoryHigh"]
+    assert 'process_resident_memory_bytes{job="prometheus"}' in rule["expr"]
+    assert rule["labels"]["severity"] == "warning"
+    assert rule["annotations"]["runbook"] == "playbooks/runbooks/monitoring/prometheus.yml"
