@@ -159,8 +159,10 @@ def _strip_parens(text):
     return text
 
 
-def _closing(text, start):
-    """The index of the parenthesis that closes the one at `start` (quotes skipped), or -1."""
+def _unquoted(text, start=0):
+    """(index, character, depth) of each character of `text` from `start` that is outside quoted
+    text ('...' or "...", a doubled quote inside), depth counting the parentheses open around it
+    (a parenthesis counts as outside itself)."""
     depth, i, quote = 0, start, None
     while i < len(text):
         ch = text[i]
@@ -172,13 +174,20 @@ def _closing(text, start):
                     quote = None
         elif ch in "'\"":
             quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                return i
+        else:
+            if ch == ")":
+                depth -= 1
+            yield i, ch, depth
+            if ch == "(":
+                depth += 1
         i += 1
+
+
+def _closing(text, start):
+    """The index of the parenthesis that closes the one at `start` (quotes skipped), or -1."""
+    for i, ch, depth in _unquoted(text, start):
+        if ch == ")" and depth == 0:
+            return i
     return -1
 
 
@@ -187,26 +196,11 @@ def conjuncts(expression):
     text = _strip_parens(expression or "")
     if not text:
         return []
-    parts, depth, quote, start, i = [], 0, None, 0, 0
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == quote:
-                if i + 1 < len(text) and text[i + 1] == quote:
-                    i += 1
-                else:
-                    quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif depth == 0 and text.startswith(" AND ", i):
+    parts, start = [], 0
+    for i, _ch, depth in _unquoted(text):
+        if i >= start and depth == 0 and text.startswith(" AND ", i):
             parts.append(text[start:i])
             start = i + 5
-            i += 4
-        i += 1
     parts.append(text[start:])
     return [_strip_parens(p) for p in parts if p.strip()]
 
