@@ -124,6 +124,17 @@ def link(prev_hash: str, event: Mapping[str, Any]) -> str:
     return link_canonical(prev_hash, event["seq"], canonical(event, event["chain_version"]))
 
 
+# What broke a chain (VerifyResult.problem), for tools: the reason is the sentence for people.
+PROBLEMS = (
+    "hash_mismatch",  # a row's content (or its chain version) changed: its hash is not its own
+    "prev_hash_mismatch",  # a row does not link to the one before it (or to the genesis hash)
+    "seq_gap",  # rows missing in the middle, or at the start of the chain
+    "unknown_chain_version",
+    "missing_at_end",  # a window's last rows are gone
+    "head_mismatch",  # the stored events end before (or away from) chain_heads
+)
+
+
 @dataclass
 class VerifyResult:
     valid: bool
@@ -132,6 +143,10 @@ class VerifyResult:
     reason: str | None = None
     last_seq: int = 0
     last_hash: str | None = None
+    # The first invalid row's seq and receipt time, and which of PROBLEMS it is.
+    invalid_seq: int | None = None
+    invalid_created_at: datetime | None = None
+    problem: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -154,6 +169,13 @@ class ChainVerifier:
         self.prev_hash = anchor[1] if anchor else None
         self.checked = 0
         self.failure: tuple[str, str] | None = None
+        self.failed_row: Mapping[str, Any] | None = None
+        self.problem: str | None = None
+
+    def _fail(self, row: Mapping[str, Any], problem: str, reason: str) -> bool:
+        self.failure = (str(row["event_id"]), reason)
+        self.failed_row, self.problem = row, problem
+        return False
 
     def feed(self, rows: Iterable[Mapping[str, Any]]) -> bool:
         """Feed rows; returns False once a break is found (then stop feeding)."""
@@ -161,31 +183,40 @@ class ChainVerifier:
             if self.failure:
                 return False
             self.checked += 1
-            event_id = str(row["event_id"])
             seq = row["seq"]
             if self.prev_seq is not None and seq != self.prev_seq + 1:
-                self.failure = (event_id, f"sequence gap: expected {self.prev_seq + 1}, found {seq}")
-                return False
+                return self._fail(row, "seq_gap", f"sequence gap: expected {self.prev_seq + 1}, found {seq}")
             if self.prev_hash is not None and row["prev_hash"] != self.prev_hash:
-                self.failure = (event_id, "prev_hash does not match the previous event's hash")
-                return False
+                return self._fail(
+                    row, "prev_hash_mismatch", "prev_hash does not match the previous event's hash"
+                )
             if self.prev_seq is None and seq == 1 and row["prev_hash"] != GENESIS_HASH:
-                self.failure = (event_id, "first event does not start from the genesis hash")
-                return False
+                return self._fail(
+                    row, "prev_hash_mismatch", "first event does not start from the genesis hash"
+                )
             if row["metadata"] is not None:
                 row = {**row, "metadata": normalize_json(row["metadata"])}
             if row["chain_version"] not in CHAINED_FIELDS:
-                self.failure = (event_id, f"unknown chain version {row['chain_version']}")
-                return False
+                return self._fail(
+                    row, "unknown_chain_version", f"unknown chain version {row['chain_version']}"
+                )
             if link(row["prev_hash"], row) != row["hash"]:
-                self.failure = (event_id, "stored hash does not match the event's content")
-                return False
+                return self._fail(row, "hash_mismatch", "stored hash does not match the event's content")
             self.prev_seq, self.prev_hash = seq, row["hash"]
         return True
 
     def result(self) -> VerifyResult:
         if self.failure:
-            return VerifyResult(False, self.checked, self.failure[0], self.failure[1])
+            row = self.failed_row or {}
+            return VerifyResult(
+                False,
+                self.checked,
+                self.failure[0],
+                self.failure[1],
+                invalid_seq=row.get("seq"),
+                invalid_created_at=row.get("created_at"),
+                problem=self.problem,
+            )
         return VerifyResult(True, self.checked, None, None, self.prev_seq or 0, self.prev_hash)
 
 

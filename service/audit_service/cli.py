@@ -1,4 +1,4 @@
-"""`audit-service`: the one console script (api, worker, migrate, tenants, keys, retention)."""
+"""`audit-service`: the one console script (api, worker, migrate, tenants, keys, retention, verify)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import os
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from . import config, db, store
+from . import chain, config, db, store
 from .models import dumps
 
 
@@ -128,6 +129,94 @@ async def _replay_window_seconds(settings: config.Settings) -> float | None:
         await nc.close()
 
 
+def _timestamp(option: str, value: str | None) -> datetime | None:
+    """An RFC 3339 date-time with an offset, as the API's since/until take it."""
+    if value is None:
+        return None
+    from pydantic import TypeAdapter, ValidationError
+
+    from .models import Timestamp
+
+    try:
+        return TypeAdapter(Timestamp).validate_python(value)
+    except ValidationError:
+        raise ValueError(
+            f"{option} must be an RFC 3339 date-time with an offset, like 2024-05-01T12:00:00Z "
+            f"(got {value!r})"
+        ) from None
+
+
+def verify_view(tenant: Any, result: chain.VerifyResult) -> dict[str, Any]:
+    """One tenant's line of `audit-service verify`: store.verify's result, the first invalid
+    event named by id, seq and receipt time."""
+    first = None
+    if result.first_invalid is not None:
+        first = {
+            "event_id": result.first_invalid,
+            "seq": result.invalid_seq,
+            "created_at": chain.format_time(result.invalid_created_at) if result.invalid_created_at else None,
+        }
+    return {
+        "tenant_id": str(tenant["id"]),
+        "name": tenant["name"],
+        "valid": result.valid,
+        "checked": result.checked,
+        "first_invalid": first,
+        "problem": result.problem,
+        "reason": result.reason,
+    }
+
+
+def verify_summary(tenants: list[dict[str, Any]]) -> dict[str, Any]:
+    broken = [t for t in tenants if not t["valid"]]
+    return {
+        "tenants": len(tenants),
+        "valid": len(tenants) - len(broken),
+        "broken": len(broken),
+        "events_checked": sum(t["checked"] for t in tenants),
+        "broken_tenants": [t["tenant_id"] for t in broken],
+    }
+
+
+def cmd_verify(settings: config.Settings, args: argparse.Namespace) -> int:
+    """Every tenant's chain (or one's) recomputed as GET /api/v1/audit/verify does, one tenant
+    after the other on one connection, each streamed in batches (store.verify). Exit code 0 when
+    every chain verifies, 1 when one is broken (the report says which, and where)."""
+    since, until = _timestamp("--since", args.since), _timestamp("--until", args.until)
+
+    async def go() -> dict[str, Any]:
+        pool = await asyncpg.create_pool(
+            settings.database_url,
+            min_size=1,
+            max_size=1,
+            timeout=settings.api_timeout,
+            server_settings={"application_name": "audit-cli", "TimeZone": "UTC"},
+        )
+        try:
+            if args.tenant is not None:
+                async with pool.acquire() as conn:
+                    tenant = await store.find_tenant(conn, args.tenant)
+                if tenant is None:
+                    raise LookupError(f"no tenant named or numbered {args.tenant!r}")
+                tenants = [tenant]
+            else:
+                tenants = await pool.fetch("SELECT id, name FROM tenants ORDER BY name")
+            results = [verify_view(t, await store.verify(pool, t["id"], since, until)) for t in tenants]
+        finally:
+            await pool.close()
+        return {
+            "valid": all(r["valid"] for r in results),
+            "since": chain.format_time(since) if since else None,
+            "until": chain.format_time(until) if until else None,
+            "tenants": results,
+            "summary": verify_summary(results),
+        }
+
+    report = asyncio.run(go())
+    print(dumps(report).decode())
+    return 0 if report["valid"] else 1
+
+
 def cmd_replay(settings: config.Settings, args: argparse.Namespace) -> int:
     from . import jsonlog, worker
 
@@ -202,6 +291,19 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--days", type=int, help="override RETENTION_DAYS")
     r.add_argument("--dry-run", action="store_true", help="report what would be removed")
     r.set_defaults(func=cmd_retention)
+    v = sub.add_parser(
+        "verify",
+        help="recompute every tenant's hash chain (JSON report; exit code 1 when one is broken)",
+        description="Recompute each tenant's hash chain, one tenant after the other, as "
+        "GET /api/v1/audit/verify does, and print a JSON report: per tenant whether it verifies, the "
+        "events checked and the first invalid event (id, seq, created_at, the problem); a summary. "
+        "Exit code 0 when every chain verifies, 1 when one is broken or on an error (then stderr says "
+        "why and nothing is printed on stdout), 2 on a configuration error.",
+    )
+    v.add_argument("--tenant", help="only this tenant (its id or name)")
+    v.add_argument("--since", help="only the events received from this RFC 3339 time on")
+    v.add_argument("--until", help="only the events received before this RFC 3339 time")
+    v.set_defaults(func=cmd_verify)
     rp = sub.add_parser("replay", help="store the stream's events again (catch up a restored database)")
     rp.add_argument("--from-seq", type=int, help="first stream sequence (default: the stream's first)")
     rp.set_defaults(func=cmd_replay)

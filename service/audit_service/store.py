@@ -411,7 +411,13 @@ async def verify(
                 break
         result = verifier.result()
         if result.valid and hi is not None and result.checked and result.last_seq != hi:
-            return chain.VerifyResult(False, result.checked, None, "events missing at the end of the window")
+            return chain.VerifyResult(
+                False,
+                result.checked,
+                None,
+                "events missing at the end of the window",
+                problem="missing_at_end",
+            )
         if result.valid and whole and head is not None:
             last_seq = result.last_seq if result.checked else anchor[0]
             last_hash = result.last_hash if result.checked else anchor[1]
@@ -422,6 +428,7 @@ async def verify(
                     None,
                     f"chain head is at seq {head['seq']} but stored events end at seq {last_seq}: "
                     "newest events are missing or were altered",
+                    problem="head_mismatch",
                 )
         return result
 
