@@ -95,26 +95,13 @@ findings:
   elements: dict
 """
 
-import json  # noqa: E402
-import os  # noqa: E402
-
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.auditlog.ops.plugins.module_utils import service_cli  # noqa: E402
 from ansible_collections.auditlog.ops.plugins.module_utils.findings import finding  # noqa: E402
 
-
-def read_env_file(text):
-    """KEY=VALUE lines as systemd's EnvironmentFile reads them (comments, blank lines, quotes)."""
-    out = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith(("#", ";")) or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        out[key.strip()] = value
-    return out
+# How the service's CLI is run as its unit runs it (runuser, the unit's environment files) is
+# module_utils/service_cli.py's, shared with chain_verify.
+read_env_file = service_cli.read_env_file
 
 
 def report_findings(report, check_mode):
@@ -159,30 +146,12 @@ def main():
     p = module.params
     if p["days"] is not None and p["days"] < 1:
         module.fail_json(msg=f"days must be at least 1, not {p['days']}")
-    if not os.access(p["command"], os.X_OK):
-        module.fail_json(
-            msg=f"{p['command']} is not there or not executable: is the service deployed on this host?"
-        )
-    environ = {}
-    for path in p["env_files"]:
-        try:
-            with open(path) as env_file:
-                environ.update(read_env_file(env_file.read()))
-        except OSError as exc:
-            module.fail_json(msg=f"cannot read the environment file {path}: {exc.strerror}")
-    # runuser keeps the environment, so the secrets never appear on a command line.
-    argv = ["runuser", "-u", p["run_as"], "--", p["command"], "retention"]
+    args = ["retention"]
     if p["days"] is not None:
-        argv += ["--days", str(p["days"])]
+        args += ["--days", str(p["days"])]
     if module.check_mode:
-        argv.append("--dry-run")
-    rc, out, err = module.run_command(argv, environ_update=environ)
-    if rc != 0:
-        module.fail_json(msg=f"audit-service retention exited {rc}: {err.strip() or out.strip()}", rc=rc)
-    try:
-        report = json.loads(out.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        module.fail_json(msg=f"audit-service retention printed no report: {out.strip()[:500]}")
+        args.append("--dry-run")
+    _rc, report = service_cli.run(module, p["command"], p["env_files"], p["run_as"], args)
     module.exit_json(
         changed=bool(report.get("removed_rows")),
         report=report,
