@@ -55,6 +55,10 @@ def test_every_alert_the_issue_names_exists():
         "AuditDiskFilling",
         "AuditApi5xxRate",
         "AuditChainVerifyFailing",
+        "AuditPrometheusMemoryHigh",
+        "AuditSlowQueries",
+        "AuditLockWaits",
+        "AuditDiskBusy",
     }
     assert wanted <= {a["alert"] for a in alerts()}
 
