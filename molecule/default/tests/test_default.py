@@ -183,3 +183,9 @@ def test_the_service_login_cannot_change_or_remove_events(host):
     for statement in ("UPDATE audit_logs SET actor = 'x'", "DELETE FROM audit_logs", "TRUNCATE audit_logs"):
         out = host.check_output(f"{env}; /opt/audit-service/bin/python -c '{TRY_SQL}' \"{statement}\"")
         assert out == "refused", statement
+
+
+def test_kernel_settings_are_saved_in_the_stacks_sysctl_file(host):
+    # Written on every host; live only where /proc/sys is writable, which a container's is not.
+    lines = host.file("/etc/sysctl.d/60-audit-log.conf").content_string.splitlines()
+    assert sorted(lines) == ["net.core.rmem_max=16777216", "net.core.wmem_max=16777216"]
