@@ -9,6 +9,8 @@ command -v redis-server >/dev/null || need_pkgs+=(redis-server)
 command -v nats-server >/dev/null || need_pkgs+=(nats-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v runuser >/dev/null || need_pkgs+=(util-linux)
+# tc shapes a lab container's link from the Docker host (the network-latency runbook's fault).
+command -v tc >/dev/null || need_pkgs+=(iproute2)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 # auditlog.ops.pg_diagnostics runs under the targets' /usr/bin/python3 with Debian's psycopg2.
 /usr/bin/python3 -c 'import psycopg2' 2>/dev/null || need_pkgs+=(python3-psycopg2)

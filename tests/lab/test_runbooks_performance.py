@@ -3,6 +3,8 @@ fault it is for, made for real on the converged lab and healed before the next t
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from support.runbooks import assert_changes_nothing, wait_for, wait_healthy
 
@@ -111,3 +113,92 @@ def test_disk_io_names_a_heavy_writer_reports_postgresqls_block_io_and_applies_t
     assert lab.exec("db1", show).stdout.split() == ["1.1", "1GB"]
     wait_healthy()
     assert_changes_nothing(lab, DISK_IO)
+
+
+NETWORK_LATENCY = "playbooks/runbooks/performance/network_latency.yml"
+SYSCTL_FILE = "/etc/sysctl.d/60-audit-log.conf"
+SYSCTL_LINES = ["net.core.rmem_max=16777216", "net.core.wmem_max=16777216"]  # the common role's defaults
+
+
+def docker_host_veth(lab, host: str) -> str:
+    """The Docker host's end of a lab container's eth0 (the interface whose index is its iflink)."""
+    iflink = lab.exec(host, "cat /sys/class/net/eth0/iflink").stdout.strip()
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    for line in links.splitlines():
+        index, name = line.split(":")[:2]
+        if index.strip() == iflink:
+            return name.strip().split("@")[0]
+    raise AssertionError(f"no interface of index {iflink} on the Docker host for {host}")
+
+
+def connect_ms(lab, source: str, target: str, port: int) -> float:
+    probe = (
+        "import socket, time; t = time.perf_counter();"
+        f" socket.create_connection(('{target}', {port}), timeout=5).close();"
+        " print((time.perf_counter() - t) * 1000)"
+    )
+    return float(lab.exec(source, ["python3", "-c", probe]).stdout)
+
+
+def test_network_latency_names_the_host_whose_links_are_slow_and_saves_the_kernel_settings_only_when_asked(
+    lab, stack
+):
+    # app1's link made slow for real: the Docker host's end of its interface shaped to 2 Mbit/s
+    # with a queue of 150 ms (tbf; this kernel has no netem), kept full by a bulk TCP transfer
+    # from db1 to app1, so that every packet into app1 waits behind it: bufferbloat.
+    veth = docker_host_veth(lab, "app1")
+    sink = "import socket; c, _ = socket.create_server(('', 9009)).accept()\nwhile c.recv(1 << 16): pass"
+    flood = (
+        "import socket; c = socket.create_connection(('app1', 9009))\nwhile True: c.sendall(bytes(1 << 16))"
+    )
+    # And app2's saved settings lost (a hand-cleaned /etc/sysctl.d).
+    lab.exec("app2", f"rm {SYSCTL_FILE}")
+    try:
+        shaper = ["tbf", "rate", "2mbit", "burst", "4kb", "latency", "150ms"]
+        subprocess.run(["tc", "qdisc", "add", "dev", veth, "root", *shaper], check=True)
+        lab.exec("app1", ["systemd-run", "--unit=lab-sink", "--collect", "python3", "-c", sink])
+        wait_for(lambda: "9009" in lab.exec("app1", "ss -ltnH").stdout, 10, "the sink listening")
+        lab.exec("db1", ["systemd-run", "--unit=lab-flood", "--collect", "python3", "-c", flood])
+        wait_for(lambda: connect_ms(lab, "app1", "db1", 5432) > 50, 30, "app1's link slow")
+
+        run = lab.runbook(NETWORK_LATENCY)
+        assert run.ok, run.describe()
+        (suspect,) = [f for f in run.findings(check="latency_suspect") if f["severity"] != "info"]
+        assert suspect["evidence"]["host"] == "app1" and suspect["severity"] in ("warning", "critical"), (
+            suspect
+        )
+        assert suspect["summary"].startswith("every link from app1 is slow (5 of 5"), suspect
+        assert "lb1 -> api app1" in suspect["summary"], suspect  # nginx's link into it too
+        slow = {f["evidence"]["target"] for f in run.findings(host="app1", check="latency")}
+        assert slow == {"postgresql", "redis", "nats mq1", "nats mq2", "nats mq3"}, run.describe()
+        assert run.findings(host="app2", check="latency") == [], run.describe()
+        # The settings: nothing written without the variable, and the container's kernel says no.
+        (unsaved,) = run.findings(host="app2", check="sysctl_file")
+        assert unsaved["remediation"] is None and "network_latency_apply_sysctls=true" in unsaved["summary"]
+        assert lab.exec("app2", f"test -e {SYSCTL_FILE}", check=False).returncode == 1
+        caps = run.findings(host="app1", check="sysctl")
+        assert {f["evidence"]["name"] for f in caps} == {"net.core.rmem_max", "net.core.wmem_max"}, caps
+        assert all("read-only" in f["summary"] and f["evidence"]["settable"] is False for f in caps), caps
+
+        saved = lab.runbook(
+            NETWORK_LATENCY, limit="app2:localhost", extra_vars={"network_latency_apply_sysctls": True}
+        )
+        assert saved.ok and saved.changed > 0, saved.describe()
+        (written,) = saved.findings(host="app2", check="sysctl_file")
+        assert written["remediation"] == f"written to {SYSCTL_FILE}", written
+        assert sorted(lab.exec("app2", f"cat {SYSCTL_FILE}").stdout.split()) == SYSCTL_LINES
+    finally:
+        subprocess.run(["tc", "qdisc", "del", "dev", veth, "root"], check=False)
+        for host, unit in (("db1", "lab-flood"), ("app1", "lab-sink")):
+            lab.exec(host, f"systemctl stop {unit}", check=False)
+        if lab.exec("app2", f"test -e {SYSCTL_FILE}", check=False).returncode:
+            lab.put("app2", SYSCTL_FILE, "\n".join(SYSCTL_LINES) + "\n")
+
+    again = assert_changes_nothing(lab, NETWORK_LATENCY, extra_vars={"network_latency_apply_sysctls": True})
+    assert again.findings(check="latency") == [] and again.findings(check="sysctl_file") == [], (
+        again.describe()
+    )
+    (calm,) = again.findings(check="latency_suspect")
+    assert calm["severity"] == "info" and calm["summary"].startswith("every one of 12 links under 20 ms"), (
+        calm
+    )
