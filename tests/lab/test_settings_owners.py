@@ -111,7 +111,7 @@ def test_moved_ports_move_the_whole_stack(lab, stack, moved_inventory):
     assert health["status"] == "healthy", health
     ingest_and_read_back(lab)
 
-    # The stream keeps the window the deployment set, across restarts of the service...
+    # The stream keeps the window the deployment set, across restarts of the service.
     assert stream_config(lab, 4223)["max_age"] == 86400 * 10**9
     for host in ("app1", "app2"):
         lab.exec(host, "systemctl restart audit-worker audit-api")
@@ -121,11 +121,8 @@ def test_moved_ports_move_the_whole_stack(lab, stack, moved_inventory):
             "for i in $(seq 60); do curl -fsS $(hostname -i):8000/health && exit 0; sleep 1; done; exit 1",
         )
     assert stream_config(lab, 4223)["max_age"] == 86400 * 10**9
-    # ...and a second converge finds nothing to change.
-    again = lab.playbook("playbooks/site.yml", inventory=moved_inventory, extra_vars=extra, limit=PORT_USERS)
-    assert again.ok, again.describe()
-    assert again.changed == 0, again.describe()
-    assert stream_config(lab, 4223)["max_age"] == 86400 * 10**9
+    # No second converge of the moved inventory: idempotence is molecule's to prove (the same
+    # templates, other values), and a converge costs CI three minutes.
 
 
 def test_the_default_inventory_puts_the_ports_back(lab, stack):
