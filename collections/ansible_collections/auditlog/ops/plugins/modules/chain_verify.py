@@ -23,10 +23,6 @@ description:
   - Only reads, so it runs in check mode as well; C(changed) is always false.
 author: audit-log project (!UNKNOWN)
 options:
-  command:
-    description: The service's console script.
-    type: path
-    default: /opt/audit-service/bin/audit-service
   env_files:
     description:
       - The environment files of the unit whose login runs the verification (C(KEY=VALUE) lines,
@@ -36,12 +32,6 @@ options:
     type: list
     elements: path
     required: true
-  run_as:
-    description:
-      - The user the command runs as (C(runuser)), as the unit's C(User=). The module itself runs
-        as root, which alone may read the environment files.
-    type: str
-    default: audit-service
   tenant:
     description: Verify this tenant only (its id or name); every tenant when not given.
     type: str
@@ -62,6 +52,7 @@ options:
     default: 50
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - auditlog.ops.service_cli
 attributes:
   check_mode:
     support: full

@@ -21,10 +21,6 @@ description:
     service's timer does.
 author: audit-log project (!UNKNOWN)
 options:
-  command:
-    description: The service's console script.
-    type: path
-    default: /opt/audit-service/bin/audit-service
   env_files:
     description:
       - The environment files the retention unit reads (C(KEY=VALUE) lines, as systemd's
@@ -33,12 +29,6 @@ options:
     type: list
     elements: path
     required: true
-  run_as:
-    description:
-      - The user the command runs as (C(runuser)), as the unit's C(User=). The module itself runs
-        as root, which alone may read the environment files.
-    type: str
-    default: audit-service
   days:
     description:
       - Remove events older than this many days instead of the service's C(RETENTION_DAYS). The
@@ -46,6 +36,7 @@ options:
     type: int
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - auditlog.ops.service_cli
 attributes:
   check_mode:
     support: full
