@@ -180,9 +180,15 @@ def test_network_latency_names_the_host_whose_links_are_slow_and_saves_the_kerne
         assert {f["evidence"]["name"] for f in caps} == {"net.core.rmem_max", "net.core.wmem_max"}, caps
         assert all("read-only" in f["summary"] and f["evidence"]["settable"] is False for f in caps), caps
 
-        saved = lab.runbook(
-            NETWORK_LATENCY, limit="app2:localhost", extra_vars={"network_latency_apply_sysctls": True}
-        )
+        # --check with the variable: said, not done.
+        apply = {"network_latency_apply_sysctls": True}
+        checked = lab.runbook(NETWORK_LATENCY, limit="app2:localhost", check=True, extra_vars=apply)
+        assert checked.ok, checked.describe()
+        (would,) = checked.findings(host="app2", check="sysctl_file")
+        assert would["remediation"] is None and would["summary"].startswith(f"{SYSCTL_FILE} lacks"), would
+        assert lab.exec("app2", f"test -e {SYSCTL_FILE}", check=False).returncode == 1
+
+        saved = lab.runbook(NETWORK_LATENCY, limit="app2:localhost", extra_vars=apply)
         assert saved.ok and saved.changed > 0, saved.describe()
         (written,) = saved.findings(host="app2", check="sysctl_file")
         assert written["remediation"] == f"written to {SYSCTL_FILE}", written
