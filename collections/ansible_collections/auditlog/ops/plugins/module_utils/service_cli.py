@@ -13,6 +13,16 @@ import json
 import os
 
 
+def argument_spec():
+    """The options every module that runs the service's CLI takes (doc fragment
+    auditlog.ops.service_cli documents command and run_as; each module its env_files)."""
+    return dict(
+        command=dict(type="path", default="/opt/audit-service/bin/audit-service"),
+        env_files=dict(type="list", elements="path", required=True),
+        run_as=dict(type="str", default="audit-service"),
+    )
+
+
 def read_env_file(text):
     """KEY=VALUE lines as systemd's EnvironmentFile reads them (comments, blank lines, quotes)."""
     out = {}

@@ -271,9 +271,7 @@ def verify_findings(report, limit=50):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            command=dict(type="path", default="/opt/audit-service/bin/audit-service"),
-            env_files=dict(type="list", elements="path", required=True),
-            run_as=dict(type="str", default="audit-service"),
+            **service_cli.argument_spec(),
             tenant=dict(type="str"),
             since=dict(type="str"),
             until=dict(type="str"),

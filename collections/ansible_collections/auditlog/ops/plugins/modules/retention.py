@@ -127,9 +127,7 @@ def report_findings(report, check_mode):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            command=dict(type="path", default="/opt/audit-service/bin/audit-service"),
-            env_files=dict(type="list", elements="path", required=True),
-            run_as=dict(type="str", default="audit-service"),
+            **service_cli.argument_spec(),
             days=dict(type="int"),
         ),
         supports_check_mode=True,
