@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import time
@@ -26,6 +27,9 @@ log = logging.getLogger("audit_service.api")
 KEY_CACHE_MAX = 10_000
 # An unknown key is not looked up again for this long.
 MISS_CACHE_SECONDS = 5.0
+# How long a request waits for a new process's first key refresh (a PostgreSQL that does not
+# answer at all could hold that refresh for its connect timeout).
+FIRST_REFRESH_WAIT_SECONDS = 5.0
 
 
 class KeySnapshot:
@@ -65,6 +69,8 @@ class State:
         self.admin_hash = store.hash_key(settings.admin_api_key) if settings.admin_api_key else None
         self._nats_task: asyncio.Task[None] | None = None
         self._keys_task: asyncio.Task[None] | None = None
+        # Set once the first refresh has loaded keys, or found neither PostgreSQL nor a mirror.
+        self._first_refresh = asyncio.Event()
 
     async def start(self) -> None:
         # min_size=0: the API starts (and reports unhealthy) while PostgreSQL is down.
@@ -90,6 +96,7 @@ class State:
                         self.keys.replace(*mirrored)
                         log.warning("keys from the redis mirror: database unavailable")
                 log.debug("key refresh failed", extra={"error": describe(exc)})
+            self._first_refresh.set()
             await asyncio.sleep(self.settings.api_key_refresh_seconds)
 
     async def _connect_nats(self) -> None:
@@ -126,6 +133,12 @@ class State:
         reach the database."""
         digest = store.hash_key(key)
         found = self.keys.get(digest)
+        if found is None and not self.keys.loaded:
+            # A process that has just started: its first refresh (from PostgreSQL, or from the
+            # Redis mirror while PostgreSQL is away) answers, not a lookup that fails the same way.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first_refresh.wait(), FIRST_REFRESH_WAIT_SECONDS)
+            found = self.keys.get(digest)
         if found is not None:
             return found
         now = time.monotonic()
