@@ -14,6 +14,10 @@ cd "$(dirname "$0")/.."
 out=${1:-.cache/wheelhouse}
 pythons=(3.11 3.13)
 py=${PYTHON:-.venv/bin/python}
+# One build at a time per wheelhouse: a test session converges the lab while other tests build too.
+mkdir -p "$(dirname "$out")"
+exec 9>"$out.lock"
+flock 9
 
 digest=$( (cat scripts/build_wheelhouse.sh pyproject.toml requirements-lock.txt; find service -type f \( -name '*.py' -o -name '*.sql' \) \
     -not -path '*/__pycache__/*' | sort | xargs cat) | sha256sum | cut -d' ' -f1)

@@ -221,6 +221,21 @@ def run_playbook(
     return _run(cmd, Path(playbook).stem, timeout, stream, env)
 
 
+def _new_log(name: str) -> Path:
+    """A log file of the run's own, claimed now: runs of the same playbook may start in the same
+    second (make test runs the lab tests and the others side by side)."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    log, n = LOG_DIR / f"{stem}.log", 1
+    while True:
+        try:
+            log.touch(exist_ok=False)
+            return log
+        except FileExistsError:
+            n += 1
+            log = LOG_DIR / f"{stem}-{n}.log"
+
+
 def _run(
     cmd: list[str], name: str, timeout: float, stream: bool = False, env: dict[str, str] | None = None
 ) -> PlaybookResult:
@@ -228,8 +243,7 @@ def _run(
 
     With stream=True the output is also copied to stdout as it comes (for long runs a person watches).
     """
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log = LOG_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}.log"
+    log = _new_log(name)
     started = time.monotonic()
     with subprocess.Popen(
         cmd, cwd=ROOT, env=_env() | (env or {}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
