@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from audit_devtools import lab as lablib
-from support.ingest import Sender, tenant_key
+from support.ingest import Sender, assert_restarted_in_turn, assert_stored_once, invocation, tenant_key
 from support.runbooks import assert_changes_nothing, critical, wait_active, wait_healthy
 
 pytestmark = pytest.mark.lab
+
+APP_HOSTS = ["app1", "app2"]
 
 
 def redis_cli(lab) -> str:
@@ -169,13 +171,19 @@ def test_high_memory_names_a_hungry_foreign_process_and_clears_only_the_service_
     assert critical(again) == [], again.describe()
 
 
-def test_high_memory_applies_pool_and_memory_limits_rolling_while_ingest_answers(lab, stack):
+def test_high_memory_applies_pool_and_memory_limits_restarting_the_app_hosts_in_turn_while_ingest_answers(
+    lab, stack
+):
+    """The runbook applies its settings through site.yml, so this is also the proof of the
+    deployment's rolling restart (docs/deployment.md): each app host's units restart in turn, no
+    request through nginx fails, and every acknowledged event is stored once."""
     settings = {
         "audit_database_pool_size": 3,
         "audit_api_memory_max": "768M",
         "audit_worker_memory_max": "512M",
     }
-    _, key = tenant_key(lab)
+    tenant_id, key = tenant_key(lab)
+    before = {(h, u): invocation(lab, h, u) for h in APP_HOSTS for u in ("audit-api", "audit-worker")}
     sender = Sender(key)
     sender.start()
     try:
@@ -194,8 +202,10 @@ def test_high_memory_applies_pool_and_memory_limits_rolling_while_ingest_answers
         sender.stopped.set()
         sender.join(60)
     assert run.ok and run.changed > 0, run.describe()
+    assert_restarted_in_turn(lab, APP_HOSTS, before)
     assert sender.failures == [], sender.failures[:10]
     assert acked_during > 50, "too little ingest during the rolling restart to show anything"
+    assert_stored_once(lab, tenant_id, sender.acked)
     named = run.findings(host="app1", check="settings_applied")
     assert named and "audit_database_pool_size" in named[0]["variable"], run.describe()
     for host in ("app1", "app2"):

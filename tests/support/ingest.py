@@ -51,3 +51,40 @@ def tenant_key(lab) -> tuple[str, str]:
     tenant = json.loads(lab.exec("app1", f"{CLI} create-tenant roll-{uuid.uuid4().hex[:8]}").stdout)
     key = json.loads(lab.exec("app1", f"{CLI} create-api-key {tenant['tenant_id']}").stdout)["api_key"]
     return tenant["tenant_id"], key
+
+
+def stored(lab, tenant_id: str) -> list[str]:
+    """The ids of the tenant's stored events, as PostgreSQL has them (duplicates kept)."""
+    sql = f"SELECT event_id FROM audit_logs WHERE tenant_id = '{tenant_id}'"  # noqa: S608 (our UUID)
+    return lab.exec("db1", f'runuser -u postgres -- psql -qAt -d audit_logs -c "{sql}"').stdout.split()
+
+
+def assert_stored_once(lab, tenant_id: str, acked: list[str], timeout: float = 180) -> None:
+    """Every acknowledged event is stored (waiting for the workers to catch up), none twice."""
+    deadline = time.monotonic() + timeout
+    while not set(acked) <= set(ids := stored(lab, tenant_id)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert set(acked) <= set(ids), f"{len(set(acked) - set(ids))} acknowledged events not stored"
+    assert len(ids) == len(set(ids)), "an event was stored twice"
+
+
+def invocation(lab, host: str, unit: str) -> str:
+    """systemd's id of the unit's current run: a restart gives a new one."""
+    return lab.exec(host, ["systemctl", "show", "-p", "InvocationID", "--value", unit]).stdout.strip()
+
+
+def assert_restarted_in_turn(lab, hosts: list[str], before: dict[tuple[str, str], str]) -> None:
+    """Every unit of `before` ((host, unit) -> invocation) was restarted, and the second host's API
+    went down only after the first's was up again (the containers share the kernel's monotonic
+    clock)."""
+    after = {key: invocation(lab, *key) for key in before}
+    assert all(after[k] != before[k] for k in before), f"a unit was not restarted: {before} -> {after}"
+    names = ["InactiveEnterTimestampMonotonic", "ActiveEnterTimestampMonotonic"]
+    stamps = {}
+    for host in hosts:
+        out = lab.exec(host, ["systemctl", "show", "-p", ",".join(names), "audit-api"]).stdout
+        stamps[host] = {k: int(v) for k, v in (line.split("=", 1) for line in out.split())}
+    first, second = sorted(hosts, key=lambda h: stamps[h]["InactiveEnterTimestampMonotonic"])
+    assert (
+        stamps[second]["InactiveEnterTimestampMonotonic"] > stamps[first]["ActiveEnterTimestampMonotonic"]
+    ), stamps
