@@ -7,8 +7,8 @@ VENV  := .venv/bin
 demo: deps                     ## the stack deployed in the local lab, sample events, a health summary
 	$(VENV)/python scripts/demo.py $(ARGS)
 
-test: deps lint sanity         ## everything CI runs
-	$(VENV)/pytest -q -p no:cacheprovider --durations=25
+test: deps lint sanity         ## everything CI runs: the lab tests and the others side by side
+	scripts/run_tests.sh
 
 deps:
 	@scripts/deps.sh
