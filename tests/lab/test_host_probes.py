@@ -163,13 +163,14 @@ def test_host_facts_reports_the_host_and_the_stack_units(probe_lab, hog):
     assert api["active"] and api["component"] == "api" and api["main_pid"]
     assert "memory_current" in api
     worker = r["units"]["audit-worker.service"]
-    assert not worker["active"] and worker["n_restarts"] >= 1
+    assert worker["n_restarts"] >= 1 and worker["result"] == "exit-code", worker
 
+    # Between two runs (auto-restart), failed, or caught in one of its short runs (a busy machine
+    # makes those longer): reported as a critical state of the worker either way.
     (unit,) = _by_check(r, "unit_state")
     assert unit["severity"] == "critical" and unit["component"] == "worker" and unit["host"] == HOST
-    assert (
-        "audit-worker.service is activating (auto-restart)" in unit["summary"] or "failed" in unit["summary"]
-    )
+    assert unit["summary"].startswith("audit-worker.service is "), unit["summary"]
+    assert any(s in unit["summary"] for s in ("(auto-restart)", "failed", "restarts=")), unit["summary"]
 
     # The CPU hog, outside any unit, is named with its pid and command; the API's server is not.
     tops = _by_check(r, "top_consumer")

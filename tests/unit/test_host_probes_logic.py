@@ -649,6 +649,17 @@ def test_host_units_failed_inactive_or_missing_are_critical():
     assert f["severity"] == "critical" and "no systemd" in f["summary"]
 
 
+def test_a_crash_looping_unit_caught_in_one_of_its_short_runs_is_critical():
+    running = {"exists": True, "active": True, "active_state": "active", "sub_state": "running"}
+    units = {
+        "audit-worker.service": {**running, "component": "worker", "n_restarts": 7, "result": "exit-code"},
+        "audit-api.service": {**running, "component": "api", "n_restarts": 0, "result": "success"},
+    }
+    (f,) = host_facts.host_findings(_facts(units=units))
+    assert f["severity"] == "critical" and f["component"] == "worker" and f["check"] == "unit_state"
+    assert f["summary"] == "audit-worker.service is active (running) restarts=7"
+
+
 def test_a_foreign_top_consumer_is_named_and_the_stack_own_are_not():
     hog = {
         "pid": 4321,

@@ -350,7 +350,8 @@ def host_findings(facts, thresholds=None):
                         evidence=state,
                     )
                 )
-            elif not state.get("active") and unit not in comp.ONESHOT_UNITS:
+            # A crash-looping unit may be caught in one of its short runs: active, after restarts.
+            elif (not state.get("active") or comp.is_crash_looping(state)) and unit not in comp.ONESHOT_UNITS:
                 out.append(
                     finding(
                         "critical",
