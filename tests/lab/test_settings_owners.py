@@ -78,30 +78,34 @@ def test_check_diff_shows_changed_config_files_with_secrets_masked(lab, stack):
     # The converged files, put back at the end: no unit reads them before then.
     for host, paths in edited.items():
         lab.exec(host, " && ".join(f"cp -p {path} {path}.converged" for path in paths))
-    # Hand edits, two of them on the very lines that hold a secret.
-    lab.exec("mq1", "sed -i 's/^maxmemory .*/maxmemory 100mb/' /etc/redis/redis.conf")
-    hand_edit = "s/^user audit-service on >[^ ]*/user audit-service on >not-the-secret/"
-    lab.exec("mq1", f"sed -i '{hand_edit}' /etc/redis/redis.conf")
-    lab.exec("app1", f"sed -i 's/^CACHE_TTL=.*/CACHE_TTL=7/' {env_file}")
-    lab.exec("app1", f"sed -i 's#^NATS_URL=.*#NATS_URL=nats://audit-api:hand-set@mq1:4222#' {api_env_file}")
-    run = lab.playbook("playbooks/site.yml", limit="mq1,app1", check=True, diff=True)
-    assert run.ok, run.describe()
-    assert "-maxmemory 100mb" in run.output and "+maxmemory 256mb" in run.output, run.describe()
-    assert "-user audit-service on >not-the-secret" in run.output, run.describe()
-    assert "+user audit-service on >******** " in run.output, run.describe()
-    assert "-CACHE_TTL=7" in run.output and "+CACHE_TTL=30" in run.output, run.describe()
-    assert "-NATS_URL=nats://audit-api:hand-set@mq1:4222" in run.output, run.describe()
-    every_broker = ",".join(f"tls://audit-api:********@mq{i}:4222" for i in (1, 2, 3))
-    assert f"+NATS_URL={every_broker}" in run.output, run.describe()
-    leaked = [v for v in secret_values() if v in run.output]
-    assert leaked == [], "a secret value is in the --diff output"
-    # --check changed nothing: the hand edits are still there.
-    assert "maxmemory 100mb" in lab.exec("mq1", "cat /etc/redis/redis.conf").stdout
-    assert "hand-set" in lab.exec("app1", f"cat {api_env_file}").stdout
-    # That a converge rewrites a changed file is config_files' (tests/ops/test_config_files.py)
-    # and molecule's; here the converged files come back as they were, without one.
-    for host, paths in edited.items():
-        lab.exec(host, " && ".join(f"mv {path}.converged {path}" for path in paths))
+    try:
+        # Hand edits, two of them on the very lines that hold a secret.
+        lab.exec("mq1", "sed -i 's/^maxmemory .*/maxmemory 100mb/' /etc/redis/redis.conf")
+        hand_edit = "s/^user audit-service on >[^ ]*/user audit-service on >not-the-secret/"
+        lab.exec("mq1", f"sed -i '{hand_edit}' /etc/redis/redis.conf")
+        lab.exec("app1", f"sed -i 's/^CACHE_TTL=.*/CACHE_TTL=7/' {env_file}")
+        lab.exec(
+            "app1", f"sed -i 's#^NATS_URL=.*#NATS_URL=nats://audit-api:hand-set@mq1:4222#' {api_env_file}"
+        )
+        run = lab.playbook("playbooks/site.yml", limit="mq1,app1", check=True, diff=True)
+        assert run.ok, run.describe()
+        assert "-maxmemory 100mb" in run.output and "+maxmemory 256mb" in run.output, run.describe()
+        assert "-user audit-service on >not-the-secret" in run.output, run.describe()
+        assert "+user audit-service on >******** " in run.output, run.describe()
+        assert "-CACHE_TTL=7" in run.output and "+CACHE_TTL=30" in run.output, run.describe()
+        assert "-NATS_URL=nats://audit-api:hand-set@mq1:4222" in run.output, run.describe()
+        every_broker = ",".join(f"tls://audit-api:********@mq{i}:4222" for i in (1, 2, 3))
+        assert f"+NATS_URL={every_broker}" in run.output, run.describe()
+        leaked = [v for v in secret_values() if v in run.output]
+        assert leaked == [], "a secret value is in the --diff output"
+        # --check changed nothing: the hand edits are still there.
+        assert "maxmemory 100mb" in lab.exec("mq1", "cat /etc/redis/redis.conf").stdout
+        assert "hand-set" in lab.exec("app1", f"cat {api_env_file}").stdout
+    finally:
+        # That a converge rewrites a changed file is config_files' (tests/ops/test_config_files.py)
+        # and molecule's; here the converged files come back as they were, without one.
+        for host, paths in edited.items():
+            lab.exec(host, " && ".join(f"mv {path}.converged {path}" for path in paths), check=False)
     assert "maxmemory 256mb" in lab.exec("mq1", "cat /etc/redis/redis.conf").stdout
     assert "hand-set" not in lab.exec("app1", f"cat {api_env_file}").stdout
 
