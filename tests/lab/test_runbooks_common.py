@@ -8,7 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from audit_devtools import lab as lablib
-from support.ingest import Sender, assert_restarted_in_turn, assert_stored_once, invocation, tenant_key
+from support.ingest import (
+    Sender,
+    assert_restarted_in_turn,
+    assert_stored_once,
+    service_invocations,
+    tenant_key,
+)
 from support.runbooks import assert_changes_nothing, critical, wait_active, wait_healthy
 
 pytestmark = pytest.mark.lab
@@ -183,7 +189,7 @@ def test_high_memory_applies_pool_and_memory_limits_restarting_the_app_hosts_in_
         "audit_worker_memory_max": "512M",
     }
     tenant_id, key = tenant_key(lab)
-    before = {(h, u): invocation(lab, h, u) for h in APP_HOSTS for u in ("audit-api", "audit-worker")}
+    before = service_invocations(lab, APP_HOSTS)
     sender = Sender(key)
     sender.start()
     try:
@@ -202,13 +208,13 @@ def test_high_memory_applies_pool_and_memory_limits_restarting_the_app_hosts_in_
         sender.stopped.set()
         sender.join(60)
     assert run.ok and run.changed > 0, run.describe()
-    assert_restarted_in_turn(lab, APP_HOSTS, before)
+    assert_restarted_in_turn(lab, before)
     assert sender.failures == [], sender.failures[:10]
     assert acked_during > 50, "too little ingest during the rolling restart to show anything"
     assert_stored_once(lab, tenant_id, sender.acked)
     named = run.findings(host="app1", check="settings_applied")
     assert named and "audit_database_pool_size" in named[0]["variable"], run.describe()
-    for host in ("app1", "app2"):
+    for host in APP_HOSTS:
         env = lab.exec(host, "cat /etc/audit-service/audit-service.env").stdout
         assert "DATABASE_POOL_SIZE=3" in env, env
         assert lab.exec(host, "systemctl show -p MemoryMax --value audit-api").stdout.strip() == str(

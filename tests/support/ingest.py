@@ -73,11 +73,17 @@ def invocation(lab, host: str, unit: str) -> str:
     return lab.exec(host, ["systemctl", "show", "-p", "InvocationID", "--value", unit]).stdout.strip()
 
 
-def assert_restarted_in_turn(lab, hosts: list[str], before: dict[tuple[str, str], str]) -> None:
-    """Every unit of `before` ((host, unit) -> invocation) was restarted, and the second host's API
-    went down only after the first's was up again (the containers share the kernel's monotonic
-    clock)."""
-    after = {key: invocation(lab, *key) for key in before}
+def service_invocations(lab, hosts: list[str]) -> dict[tuple[str, str], str]:
+    """The current run of audit-api and audit-worker on each host: (host, unit) -> invocation."""
+    return {(h, u): invocation(lab, h, u) for h in hosts for u in ("audit-api", "audit-worker")}
+
+
+def assert_restarted_in_turn(lab, before: dict[tuple[str, str], str]) -> None:
+    """Every unit of `before` (service_invocations, taken earlier) was restarted, and the second
+    host's API went down only after the first's was up again (the containers share the kernel's
+    monotonic clock)."""
+    hosts = sorted({host for host, _ in before})
+    after = service_invocations(lab, hosts)
     assert all(after[k] != before[k] for k in before), f"a unit was not restarted: {before} -> {after}"
     names = ["InactiveEnterTimestampMonotonic", "ActiveEnterTimestampMonotonic"]
     stamps = {}
