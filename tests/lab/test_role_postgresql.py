@@ -121,8 +121,9 @@ def test_server_settings(pg_lab, converged):
         assert psql_as_postgres(pg_lab, host, "SHOW password_encryption") == "scram-sha-256", host
         assert psql_as_postgres(pg_lab, host, "SHOW wal_level") == "replica", host
         assert psql_as_postgres(pg_lab, host, "SHOW archive_mode") == "on", host
-        # No stanza yet: archiving must not fail (and keep WAL piling up).
-        assert psql_as_postgres(pg_lab, host, "SHOW archive_command") == "/bin/true", host
+        # WAL goes into pgBackRest's repository (the stanza exists, so no segment piles up).
+        archive = psql_as_postgres(pg_lab, host, "SHOW archive_command")
+        assert archive == "pgbackrest --stanza=audit archive-push %p", host
         assert psql_as_postgres(pg_lab, host, "SHOW shared_buffers") == "256MB", host
         assert psql_as_postgres(pg_lab, host, "SHOW random_page_cost") == "1.1", host
         assert psql_as_postgres(pg_lab, host, "SHOW log_min_duration_statement") == "1s", host
@@ -131,6 +132,17 @@ def test_server_settings(pg_lab, converged):
         sql = "SELECT extname FROM pg_extension WHERE extname = 'pg_stat_statements'"
         ext = psql_as_postgres(pg_lab, host, sql, database="audit_logs")
         assert ext == "pg_stat_statements", host
+
+
+def test_pgbackrest_check_archives_a_wal_segment_into_the_stanzas_repository(pg_lab, converged):
+    for host in pg_lab.hosts:
+        # check: a WAL switch, archived through archive_command, found in the repository.
+        checked = pg_lab.exec(
+            host, ["runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=audit", "check"], check=False
+        )
+        assert checked.returncode == 0, (host, checked.stderr)
+        archived = pg_lab.exec(host, "ls /var/lib/pgbackrest/archive/audit/*/ | wc -l").stdout.strip()
+        assert int(archived) > 0, host
 
 
 def login(pg_lab, host: str, password: str, database: str = "audit_logs", user: str = "audit_user"):
