@@ -11,11 +11,11 @@ import shutil
 
 import pytest
 from audit_devtools import lab as lablib
+from support import APP_HOSTS
 from support.ingest import invocation
 
 pytestmark = pytest.mark.lab
 
-APP_HOSTS = ["app1", "app2"]
 WHEELHOUSE = lablib.ROOT / ".cache" / "wheelhouse"
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from audit_devtools import lab as lablib
+from support import APP_HOSTS
 from support.ingest import (
     Sender,
     assert_restarted_in_turn,
@@ -18,8 +19,6 @@ from support.ingest import (
 from support.runbooks import assert_changes_nothing, critical, wait_active, wait_healthy
 
 pytestmark = pytest.mark.lab
-
-APP_HOSTS = ["app1", "app2"]
 
 
 def redis_cli(lab) -> str:

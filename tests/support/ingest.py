@@ -73,9 +73,11 @@ def invocation(lab, host: str, unit: str) -> str:
     return lab.exec(host, ["systemctl", "show", "-p", "InvocationID", "--value", unit]).stdout.strip()
 
 
-def service_invocations(lab, hosts: list[str]) -> dict[tuple[str, str], str]:
-    """The current run of audit-api and audit-worker on each host: (host, unit) -> invocation."""
-    return {(h, u): invocation(lab, h, u) for h in hosts for u in ("audit-api", "audit-worker")}
+def service_invocations(
+    lab, hosts: list[str], units: tuple[str, ...] = ("audit-api", "audit-worker")
+) -> dict[tuple[str, str], str]:
+    """The current run of each unit (audit-api and audit-worker) on each host: (host, unit) -> invocation."""
+    return {(h, u): invocation(lab, h, u) for h in hosts for u in units}
 
 
 def assert_restarted_in_turn(lab, before: dict[tuple[str, str], str]) -> None:
@@ -83,7 +85,7 @@ def assert_restarted_in_turn(lab, before: dict[tuple[str, str], str]) -> None:
     host's API went down only after the first's was up again (the containers share the kernel's
     monotonic clock)."""
     hosts = sorted({host for host, _ in before})
-    after = service_invocations(lab, hosts)
+    after = service_invocations(lab, hosts, tuple(sorted({unit for _, unit in before})))
     assert all(after[k] != before[k] for k in before), f"a unit was not restarted: {before} -> {after}"
     names = ["InactiveEnterTimestampMonotonic", "ActiveEnterTimestampMonotonic"]
     stamps = {}
