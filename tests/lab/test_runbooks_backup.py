@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
 
 import pytest
+import yaml
 from audit_devtools import lab as lablib
 from support import APP_HOSTS
 from support.ingest import (
@@ -322,3 +324,86 @@ def test_data_loss_names_the_tenant_whose_partition_was_dropped_and_restores_and
     assert_stored_once(lab, tenant_id, kept + later, timeout=30)
     again = lab.runbook(runbook, extra_vars={"data_loss_restore": True})
     assert again.ok and again.changed == 0 and not critical(again), again.describe()
+
+
+def test_security_incident_names_the_address_of_a_bad_key_burst_revokes_a_key_isolates_and_seals_a_bundle(
+    lab, stack, tmp_path
+):
+    runbook = "playbooks/runbooks/emergency/security_incident.yml"
+    tenant_id, key = tenant_key(lab)
+    address = lab.exec("app2", "hostname -i").stdout.split()[0]
+    # The burst: 30 requests with made-up keys from app2, through lb1's nginx.
+    burst = (
+        "import ssl, urllib.request\n"
+        "ctx = ssl._create_unverified_context()\n"
+        "for i in range(30):\n"
+        "    r = urllib.request.Request('https://lb1/api/v1/audit/logs', data=b'{}', method='POST',\n"
+        "        headers={'X-API-Key': 'alk_BADBAD%02d' % i, 'Content-Type': 'application/json'})\n"
+        "    try: urllib.request.urlopen(r, context=ctx)\n"
+        "    except urllib.error.HTTPError as e: assert e.code == 401, e.code\n"
+    )
+    lab.put("app2", "/tmp/burst.py", burst)
+    lab.exec("app2", "python3 /tmp/burst.py")
+
+    found = lab.runbook(runbook)
+    assert found.ok and found.changed == 0, found.describe()
+    named = [
+        f for f in found.findings(check="auth_failures", host="lb1") if f["summary"].startswith(f"{address}:")
+    ]
+    assert len(named) == 1 and named[0]["summary"].startswith(f"{address}: 30 answer(s) 401/403"), (
+        found.describe()
+    )
+    assert "alk_BADBAD" in named[0]["summary"]
+    assert found.findings(check="security_isolate", variable="security_isolate")
+
+    leaked = key[:10]
+    bundle_root = tmp_path / "forensics"
+    extra = {
+        "security_isolate": True,
+        "security_revoke_key": leaked,
+        "security_forensics_dir": str(bundle_root),
+    }
+    try:
+        acted = lab.runbook(runbook, extra_vars=extra)
+        assert acted.ok, acted.describe()
+        assert lab.exec("lb1", "systemctl is-active nginx", check=False).stdout.strip() != "active"
+        revoked = sql(
+            lab, f"SELECT count(*) FROM api_keys WHERE tenant_id = '{tenant_id}' AND revoked_at IS NOT NULL"
+        )
+        assert revoked == "1" and acted.findings(check="key_revoked", severity="info"), acted.describe()
+    finally:
+        lab.exec("lb1", "systemctl start nginx")
+    wait_healthy()
+
+    # The bundle: sealed, read-only, the secrets masked.
+    (bundle,) = bundle_root.iterdir()
+    sums = subprocess.run(
+        ["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True
+    )
+    assert sums.returncode == 0, sums.stdout + sums.stderr
+    files = [p for p in bundle.rglob("*") if p.is_file()]
+    assert all(p.stat().st_mode & 0o222 == 0 for p in files), [p for p in files if p.stat().st_mode & 0o222]
+    names = {str(p.relative_to(bundle)) for p in files}
+    assert {
+        "chain_heads.json",
+        "lb1/logs/nginx.jsonl",
+        "app1/config/etc_audit-service_audit-service.env",
+    } <= names
+    assert any(n.startswith("backup/") and n.endswith(".dump") for n in names), names
+    secrets = yaml.safe_load(lablib.LAB_SECRETS.read_text())
+    env = (bundle / "app1/config/etc_audit-service_audit-service.env").read_text()
+    assert "********" in env
+    for path in files:
+        text = path.read_bytes().decode("utf-8", "replace")
+        assert not any(str(v) in text for v in secrets.values() if len(str(v)) >= 8), path
+
+    # The leaked key is refused from the API hosts' next key refresh.
+    def refused() -> bool:
+        r = lablib.lb_request(
+            "POST", "/api/v1/audit/logs", json={"actor": "a", "action": "b"}, headers={"X-API-Key": key}
+        )
+        return r.status_code == 401
+
+    wait_for(refused, 90, "the revoked key to be refused")
+    again = lab.runbook(runbook)
+    assert again.ok and again.changed == 0, again.describe()

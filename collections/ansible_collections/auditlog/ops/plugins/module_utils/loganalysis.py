@@ -11,6 +11,8 @@ fed their lines and keeps only what the report needs, so memory stays small on l
 - errors: lines at WARNING and above, by pattern (the message with its numbers, ids and quoted
   values blanked), counted;
 - responses: answers of status 400 and above, by source, status, method, path and tenant;
+- auth_failures: nginx's 401 and 403 answers by client address and API key prefix (the first 10
+  characters nginx logs, as the service's api_keys.key_prefix), with the paths they asked for;
 - requests: by source, method, path (ids blanked) and status: count, p50, p99 and max from a
   log-scale histogram (1 % wide buckets, so p50 and p99 are within 1 % of the exact figure);
 - slow: the slowest requests over a threshold (a bounded heap);
@@ -135,6 +137,7 @@ class Analysis:
         self.top = top
         self.errors = {}
         self.responses = {}
+        self.auth_failures = {}
         self.requests = {}
         self.slow = []  # heap of (duration, seq, entry)
         self.slow_count = 0
@@ -228,6 +231,14 @@ class Analysis:
         path = doc.get("path") or doc.get("uri")
         if self.cid is not None and cid == self.cid:
             self._correlate(when, "nginx", host, doc)
+        if status in (401, 403):
+            key = (doc.get("remote_addr") or "-", doc.get("key_prefix") or "", status)
+            entry = self.auth_failures.get(key)
+            if entry is None:
+                entry = self.auth_failures[key] = _Count(when, {})
+            entry.add(when, cid)
+            template = path_template(path)
+            entry.example[template] = entry.example.get(template, 0) + 1
         self._request(when, "nginx", host, doc.get("method"), path, status, ms, cid, None)
 
     def _text(self, line, host, source):
@@ -320,6 +331,21 @@ class Analysis:
             ),
             key=lambda r: -r["count"],
         )
+        auth_failures = sorted(
+            (
+                {
+                    "address": address,
+                    "key_prefix": prefix or None,
+                    "status": status,
+                    "count": c.count,
+                    "first": c.first,
+                    "last": c.last,
+                    "paths": dict(sorted(c.example.items(), key=lambda p: -p[1])[: self.top]),
+                }
+                for (address, prefix, status), c in self.auth_failures.items()
+            ),
+            key=lambda r: -r["count"],
+        )
         requests = sorted(
             (
                 {
@@ -339,6 +365,7 @@ class Analysis:
         return {
             "errors": errors[: self.top * 5],
             "responses": responses[: self.top * 5],
+            "auth_failures": auth_failures[: self.top * 5],
             "requests": requests[: self.top * 5],
             "slow_requests": [e for _, _, e in sorted(self.slow, reverse=True)],
             "slow_count": self.slow_count,

@@ -79,6 +79,12 @@ options:
         as many).
     type: int
     default: 20
+  auth_failures_warning:
+    description:
+      - From how many 401/403 answers to one client address a warning names it (RV(auth_failures)
+        holds every address).
+    type: int
+    default: 20
   system:
     description:
       - Whether to report the units' failures, the journal's and the kernel's lines of the window.
@@ -152,6 +158,17 @@ responses:
   returned: always
   type: list
   elements: dict
+auth_failures:
+  description:
+    - nginx's 401 and 403 answers by client C(address), API C(key_prefix) (the key's first 10
+      characters, as the service stores them; null without a key) and C(status), with C(count),
+      C(first), C(last) and the C(paths) asked for; most frequent first.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"address": "172.18.0.6", "key_prefix": "alk_Zx9Qe2", "status": 401, "count": 120,
+            "first": "2026-05-01T10:00:00.120Z", "last": "2026-05-01T10:00:09.870Z",
+            "paths": {"/api/v1/audit/logs": 120}}]
 requests:
   description: Requests by source, method, path and status, with count, p50_ms, p99_ms and max_ms.
   returned: always
@@ -201,7 +218,8 @@ seconds:
 findings:
   description:
     - Warning, per source, for error patterns and for answers of status 500 and above; info for
-      the 4xx answers; warning for slow requests; info with where a correlation id was seen (a
+      the 4xx answers; warning per client address refused 401/403 at least O(auth_failures_warning)
+      times (naming its key prefixes); warning for slow requests; info with where a correlation id was seen (a
       warning when it was nowhere); critical for a unit killed by a signal or by the OOM killer,
       warning for a failed one; info when the kernel's lines cannot be read.
   returned: always
@@ -248,6 +266,7 @@ def argument_spec():
         correlation_id=dict(type="str"),
         slow_ms=dict(type="float", default=1000.0),
         top=dict(type="int", default=20),
+        auth_failures_warning=dict(type="int", default=20),
         system=dict(type="bool", default=True),
         system_priority=dict(type="str", choices=list(PRIORITIES[:6]), default="warning"),
         mode=dict(type="str", choices=["systemd", "compose"], default="systemd"),
@@ -301,9 +320,34 @@ def system_report(journal_entries, kernel_entries, kernel_available, priority, t
     }
 
 
-def analysis_findings(result, correlation_id, slow_ms, host):
-    """The findings of one host's analysis (see RETURN)."""
+def auth_failure_findings(auth_failures, threshold):
+    """A warning per client address refused (401/403) at least `threshold` times: the guide's
+    `grep -i "401\\|403\\|unauthorized"`, counted by who and with which key."""
+    by_address = {}
+    for row in auth_failures:
+        by_address.setdefault(row["address"], []).append(row)
     out = []
+    for address, rows in sorted(by_address.items(), key=lambda item: -sum(r["count"] for r in item[1])):
+        total = sum(r["count"] for r in rows)
+        if total < threshold:
+            continue
+        prefixes = sorted({r["key_prefix"] or "(no key)" for r in rows})
+        out.append(
+            finding(
+                "warning",
+                "nginx",
+                "auth_failures",
+                f"{address}: {total} answer(s) 401/403 from {min(r['first'] for r in rows)} to"
+                f" {max(r['last'] for r in rows)}, key prefix(es) {', '.join(prefixes[:10])}",
+                evidence=rows[:20],
+            )
+        )
+    return out
+
+
+def analysis_findings(result, correlation_id, slow_ms, host, auth_failures_warning=20):
+    """The findings of one host's analysis (see RETURN)."""
+    out = auth_failure_findings(result.get("auth_failures", []), auth_failures_warning)
     by_source = {}
     for e in result["errors"]:
         by_source.setdefault(e["source"], []).append(e)
@@ -507,6 +551,8 @@ def main():
         module.fail_json(msg="log_analysis: mode compose is not implemented yet")
     if p["top"] < 1:
         module.fail_json(msg=f"top must be 1 or more, not {p['top']}")
+    if p["auth_failures_warning"] < 1:
+        module.fail_json(msg=f"auth_failures_warning must be 1 or more, not {p['auth_failures_warning']}")
     if p["slow_ms"] <= 0:
         module.fail_json(msg=f"slow_ms must be above 0, not {p['slow_ms']}")
     now = datetime.now(UTC)
@@ -574,7 +620,9 @@ def main():
     result["sources"] = reader.sources
     result["window"] = {"since": la.iso_ms(since) + "Z", "until": la.iso_ms(until) + "Z"}
     result["seconds"] = round(time.monotonic() - started, 3)
-    result["findings"] = analysis_findings(result, p["correlation_id"], p["slow_ms"], host)
+    result["findings"] = analysis_findings(
+        result, p["correlation_id"], p["slow_ms"], host, p["auth_failures_warning"]
+    )
     if not p["correlation_id"]:
         result.pop("correlation")
         result.pop("correlation_dropped")
