@@ -33,10 +33,12 @@ options:
 EXAMPLES = r"""
 - name: A configuration file with the deployment's secrets masked
   ansible.builtin.copy:
-    content: "{{ env_file.content | b64decode | auditlog.ops.masked(query('ansible.builtin.vars', *common_secret_names)) }}"
+    content: "{{ env_file.content | b64decode | auditlog.ops.masked(secret_values) }}"
     dest: /srv/forensics/audit-service.env
     mode: "0400"
   delegate_to: localhost
+  vars:
+    secret_values: "{{ query('ansible.builtin.vars', *common_secret_names) }}"
 """
 
 RETURN = r"""
@@ -54,7 +56,9 @@ def masked(text, secrets):
         if value is None or value == "":
             continue
         if len(str(value)) < 4:
-            raise AnsibleFilterError("masked: a secret value shorter than 4 characters cannot be masked safely")
+            raise AnsibleFilterError(
+                "masked: a secret value shorter than 4 characters cannot be masked safely"
+            )
         forms |= secret_forms(value)
     return mask_text(str(text), forms)
 
