@@ -30,12 +30,12 @@ def stored(svc, tenant_id: str) -> list[str]:
 
 def test_every_acknowledged_id_is_recorded_per_tenant_and_stored_once(svc, tmp_path):
     tenants = {name: svc.tenant(name) for name in ("load-a", "load-b")}
-    keys = [{"tenant": name, "key": key} for name, (_, key) in tenants.items()]
-    keys.append({"tenant": "nobody", "key": "alk_not-a-key"})
+    senders = [{"name": name, "key": key} for name, (_, key) in tenants.items()]
+    senders.append({"name": "nobody", "key": "alk_not-a-key"})
     record = tmp_path / "acked.json"
     rc, r, out = modules.run_module(
         "ingest_load",
-        {"url": svc.url, "keys": keys, "events": 300, "batch": 25, "rate": 0, "record": str(record)},
+        {"url": svc.url, "tenants": senders, "events": 300, "batch": 25, "rate": 0, "record": str(record)},
     )
     assert rc == 0 and r["changed"], out
     # 12 requests of 25, in turn over three keys: four each; the made-up key's four are refused.
@@ -59,7 +59,7 @@ def test_check_mode_sends_nothing(svc, tmp_path):
     record = tmp_path / "acked.json"
     rc, r, out = modules.run_module(
         "ingest_load",
-        {"url": svc.url, "keys": [{"tenant": "c", "key": key}], "record": str(record)},
+        {"url": svc.url, "tenants": [{"name": "c", "key": key}], "record": str(record)},
         "--check",
     )
     assert rc == 0 and not r["changed"] and not record.exists(), out

@@ -11,7 +11,7 @@ version_added: 0.4.0
 description:
   - A load generator for drills (the disaster-recovery drill) - O(events) events sent through
     O(url) (nginx, or one API) in batches of O(batch) with C(POST /api/v1/audit/logs/batch), the
-    tenants' keys taken in turn, at most O(rate) events a second.
+    tenants taken in turn, at most O(rate) events a second.
   - Every id the service acknowledged (202) is recorded per tenant in O(record), a JSON file on the
     host - what the drill then looks for in the database, each exactly once. A request that got no
     202 is not retried (its events were not acknowledged) and is counted as a failure.
@@ -25,13 +25,13 @@ options:
   ca_file:
     description: The CA certificate that the URL's certificate is checked against (https).
     type: path
-  keys:
-    description: The tenants' API keys.
+  tenants:
+    description: The tenants to send for, each with its API key.
     type: list
     elements: dict
     required: true
     suboptions:
-      tenant:
+      name:
         description: A name for the tenant in the record.
         type: str
         required: true
@@ -80,7 +80,7 @@ EXAMPLES = r"""
   auditlog.ops.ingest_load:
     url: https://127.0.0.1
     ca_file: /etc/nginx/tls/ca.crt
-    keys: "{{ drill_keys }}"
+    tenants: "{{ drill_tenants }}"
     events: 3000
     record: /var/tmp/drill-acked.json
   async: 900
@@ -150,26 +150,26 @@ class Client:
         return r.status, data
 
 
-def run_load(client, keys, events, batch, rate, clock=time.monotonic, sleep=time.sleep):
+def run_load(client, tenants, events, batch, rate, clock=time.monotonic, sleep=time.sleep):
     """Send the events; returns ({tenant: [acked ids]}, failed requests, failure samples)."""
-    acked = {k["tenant"]: [] for k in keys}
+    acked = {t["name"]: [] for t in tenants}
     failed, samples = 0, []
     start, sent, n = clock(), 0, 0
     while sent < events:
         size = min(batch, events - sent)
-        k = keys[n % len(keys)]
+        k = tenants[n % len(tenants)]
         n += 1
         body = json.dumps(
             {"events": [{"actor": f"drill-{sent + i}", "action": "drill.event"} for i in range(size)]}
         ).encode()
         status, data = client.post(k["key"], body)
         if status == 202:
-            acked[k["tenant"]].extend(json.loads(data)["ids"])
+            acked[k["name"]].extend(json.loads(data)["ids"])
         else:
             failed += 1
             if len(samples) < 20:
                 samples.append(
-                    f"{k['tenant']}: {status if status is not None else ''} {str(data)[:200]}".strip()
+                    f"{k['name']}: {status if status is not None else ''} {str(data)[:200]}".strip()
                 )
         sent += size
         if rate > 0:
@@ -184,12 +184,12 @@ def main():
         argument_spec=dict(
             url=dict(type="str", required=True),
             ca_file=dict(type="path"),
-            keys=dict(
+            tenants=dict(
                 type="list",
                 elements="dict",
                 required=True,
                 options=dict(
-                    tenant=dict(type="str", required=True), key=dict(type="str", required=True, no_log=True)
+                    name=dict(type="str", required=True), key=dict(type="str", required=True, no_log=True)
                 ),
             ),
             events=dict(type="int", default=3000),
@@ -203,8 +203,8 @@ def main():
     p = module.params
     if not p["url"].startswith(("http://", "https://")):
         module.fail_json(msg=f"url must be http(s)://..., not {p['url']!r}")
-    if not p["keys"]:
-        module.fail_json(msg="keys must name at least one {tenant, key}")
+    if not p["tenants"]:
+        module.fail_json(msg="tenants must name at least one {name, key}")
     if p["events"] < 1 or not 1 <= p["batch"] <= 1000 or p["rate"] < 0:
         module.fail_json(msg="events must be at least 1, batch from 1 to 1000, rate not negative")
     if module.check_mode:
@@ -215,7 +215,7 @@ def main():
         module.fail_json(msg=str(exc))
     started = time.monotonic()
     acked, failed, samples = run_load(
-        Client(p["url"], context, p["timeout"]), p["keys"], p["events"], p["batch"], p["rate"]
+        Client(p["url"], context, p["timeout"]), p["tenants"], p["events"], p["batch"], p["rate"]
     )
     tmp = p["record"] + ".tmp"
     with open(tmp, "w") as fh:
