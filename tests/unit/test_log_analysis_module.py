@@ -329,19 +329,19 @@ def test_401_and_403_answers_are_counted_by_client_address_and_key_prefix_and_a_
         a.feed_nginx(json.dumps(doc), "lb1")
 
     for i in range(25):
-        refused(i, "172.18.0.6", "alk_bad123" if i % 2 else "alk_bad456")
+        refused(i, "192.0.2.6", "alk_bad123" if i % 2 else "alk_bad456")
     for i in range(3):
-        refused(30 + i, "10.0.0.9", "", status=403)
+        refused(30 + i, "198.51.100.9", "", status=403)
     rows = a.result()["auth_failures"]
     assert [(r["address"], r["key_prefix"], r["status"], r["count"]) for r in rows] == [
-        ("172.18.0.6", "alk_bad456", 401, 13),
-        ("172.18.0.6", "alk_bad123", 401, 12),
-        ("10.0.0.9", None, 403, 3),
+        ("192.0.2.6", "alk_bad456", 401, 13),
+        ("192.0.2.6", "alk_bad123", 401, 12),
+        ("198.51.100.9", None, 403, 3),
     ]
     assert rows[0]["paths"] == {"/api/v1/audit/logs": 13}
     burst = [f for f in mod.analysis_findings(a.result(), None, 500, "lb1") if f["check"] == "auth_failures"]
     # Only the address over the threshold (20) is named, with both its key prefixes.
     assert len(burst) == 1 and burst[0]["severity"] == "warning"
-    assert burst[0]["summary"].startswith("172.18.0.6: 25 answer(s) 401/403")
+    assert burst[0]["summary"].startswith("192.0.2.6: 25 answer(s) 401/403")
     assert burst[0]["summary"].endswith("key prefix(es) alk_bad123, alk_bad456")
     assert len(mod.auth_failure_findings(a.result()["auth_failures"], 3)) == 2

@@ -166,7 +166,7 @@ auth_failures:
   returned: always
   type: list
   elements: dict
-  sample: [{"address": "172.18.0.6", "key_prefix": "alk_Zx9Qe2", "status": 401, "count": 120,
+  sample: [{"address": "192.0.2.6", "key_prefix": "alk_Zx9Qe2", "status": 401, "count": 120,
             "first": "2026-05-01T10:00:00.120Z", "last": "2026-05-01T10:00:09.870Z",
             "paths": {"/api/v1/audit/logs": 120}}]
 requests:
