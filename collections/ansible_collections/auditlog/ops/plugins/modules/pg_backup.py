@@ -405,9 +405,7 @@ def verify(module, repo, p):
         status = pgbackrest_verdicts(out).get(b["label"], "unknown")
         who = f"backup {b['name'] or b['label']} ({b['label']})"
         if recorded is None:
-            result = dict(
-                name=b["name"], label=b["label"], valid=False, files=0, changed=[], missing=[], added=[]
-            )
+            result = dict(name=b["name"], label=b["label"], files=0, changed=[], missing=[], added=[])
             problem = "has no manifest"
         else:
             diff = backups.compare_sums(recorded.get("files"), backups.file_sums(repo.set_dir(b["label"])))
