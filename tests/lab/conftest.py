@@ -11,6 +11,13 @@ from audit_devtools import lab as lablib
 from support import SESSION_LAB
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked leaves_lab_changed run last, in file order: no test after them needs the lab
+    as the inventory has it, so they need no converge back (each costs CI minutes). The next
+    session's converge puts a kept lab back."""
+    items.sort(key=lambda item: item.get_closest_marker("leaves_lab_changed") is not None)
+
+
 @pytest.fixture(scope="session")
 def lab():
     leftover = lablib.existing_containers() if not lablib.LAB_SECRETS.exists() else []
@@ -42,7 +49,8 @@ def lab():
 def stack(lab):
     """The whole stack converged on the lab, by molecule's default scenario (site.yml).
 
-    Tests that inject faults into it must leave it as they found it (or converge it again).
+    Tests that inject faults into it must leave it as they found it (or converge it again), unless
+    they are marked leaves_lab_changed.
     """
     converged = lablib.molecule("converge")
     if not converged.ok:

@@ -176,6 +176,7 @@ def test_high_memory_names_a_hungry_foreign_process_and_clears_only_the_service_
     assert critical(again) == [], again.describe()
 
 
+@pytest.mark.leaves_lab_changed
 def test_high_memory_applies_pool_and_memory_limits_restarting_the_app_hosts_in_turn_while_ingest_answers(
     lab, stack
 ):
@@ -219,10 +220,7 @@ def test_high_memory_applies_pool_and_memory_limits_restarting_the_app_hosts_in_
         assert lab.exec(host, "systemctl show -p MemoryMax --value audit-api").stdout.strip() == str(
             768 * 2**20
         )
-    # The lab's own settings back (the inventory has none of these): a converge of the app hosts.
-    back = lab.playbook("playbooks/site.yml", limit="audit_api:audit_worker:localhost")
-    assert back.ok, back.describe()
-    assert "DATABASE_POOL_SIZE=5" in lab.exec("app1", "cat /etc/audit-service/audit-service.env").stdout
+    # The settings stay (the test runs among the last, leaves_lab_changed): no converge back.
     wait_healthy()
 
 
