@@ -135,7 +135,8 @@ def replay_consumer_config(start_seq: int) -> ConsumerConfig:
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
         opt_start_seq=start_seq,
         ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=60.0,
+        # A message delivered and not acked (the client dropped it) comes again after this.
+        ack_wait=30.0,
         inactive_threshold=60.0,
     )
 

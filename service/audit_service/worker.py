@@ -37,6 +37,12 @@ MAX_INFLIGHT = 2
 CONSUMER_CHECK_SECONDS = 5.0
 # How often the worker looks at the stream's fill (broker.trim_window).
 TRIM_CHECK_SECONDS = 5.0
+# A replay's fetch is bounded by size as well as by count. A message holds up to a batch of 1,000
+# events (about 500 KB): 500 of them would pass the NATS client's pending limit (256 MB), and what
+# the client drops is not delivered again until the consumer's ack wait has passed.
+REPLAY_FETCH_BYTES = 32 * 2**20
+# How long a replay waits for messages delivered and not acked (dropped) to come again.
+REPLAY_REDELIVERY_SECONDS = 300.0
 
 
 class Worker:
@@ -298,21 +304,46 @@ class Worker:
                 stream=self.settings.stream_name,
                 config=broker.replay_consumer_config(start),
             )
+            fetch = replay_fetch_size(self.settings.worker_batch_size, info.state.bytes, info.state.messages)
             seen = 0
-            while seen < last:
+            deadline: float | None = None
+            while True:
                 try:
-                    msgs = await sub.fetch(self.settings.worker_batch_size, timeout=2.0)
+                    msgs = await sub.fetch(fetch, timeout=2.0)
                 except NatsTimeout:
-                    break  # nothing more to deliver (the rest was removed by the stream's limits)
-                seen = max(seen, *(m.metadata.sequence.stream for m in msgs))
-                await self.handle(msgs)
-                log.info("replay progress", extra={"seq": seen, "last": last, **self.totals})
+                    msgs = []
+                if msgs:
+                    seen = max(seen, *(m.metadata.sequence.stream for m in msgs))
+                    await self.handle(msgs)
+                    log.info("replay progress", extra={"seq": seen, "last": last, **self.totals})
+                    if seen < last:
+                        continue
+                # Done once every message up to `last` was handled (acked). A message delivered
+                # and never handled (the client dropped it) is still pending an ack: it comes again
+                # after the ack wait. Nothing pending below `last` when seen < last: the stream's
+                # limits removed the rest.
+                consumer = await sub.consumer_info()
+                if consumer.num_ack_pending == 0 and (seen >= last or consumer.num_pending == 0):
+                    break
+                deadline = deadline or time.monotonic() + REPLAY_REDELIVERY_SECONDS
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"replay: {consumer.num_ack_pending} message(s) delivered and not stored,"
+                        f" {consumer.num_pending} not delivered, after {REPLAY_REDELIVERY_SECONDS:.0f} s"
+                    )
             await _quiet(sub.unsubscribe())
             return {**report, "messages": 0, "stored": 0, "duplicates": 0, **self.totals}
         finally:
             await _quiet(self.nc.close())
             await self.pool.close()
             await self.cache.close()
+
+
+def replay_fetch_size(batch_size: int, stream_bytes: int, stream_messages: int) -> int:
+    """Messages per replay fetch: at most WORKER_BATCH_SIZE, and about REPLAY_FETCH_BYTES of the
+    stream's average message."""
+    average = max(1, stream_bytes // max(1, stream_messages))
+    return max(1, min(batch_size, REPLAY_FETCH_BYTES // average))
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

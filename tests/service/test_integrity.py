@@ -414,6 +414,29 @@ def test_replay_catches_up_a_database_restored_from_an_older_backup(service, ten
     assert bad.returncode == 1 and "--from-seq" in bad.stderr
 
 
+def test_replay_reads_every_message_of_a_stream_of_large_messages(service, tenant):
+    """Batches of 1,000 events with 600 bytes of metadata each: about 0.75 MB a message, so 500 of
+    them (WORKER_BATCH_SIZE) would pass the NATS client's pending limit (256 MB) in one fetch. The
+    replay reads every message from the first of them to the stream's end, none skipped."""
+    pad = "x" * 600
+    batches = 360
+    for b in range(batches):
+        r = tenant.batch([ev(i, metadata={"pad": pad, "b": b}) for i in range(1000)], timeout=60)
+        assert r.status_code == 202, r.text
+    wait_stored(service, tenant.tenant_id, batches * 1000, timeout=600)
+    start = sql(
+        service.database_url,
+        "SELECT min(stream_seq) AS s FROM audit_logs WHERE tenant_id = $1",
+        tenant.tenant_id,
+    )[0]["s"]
+    out = run_cli(service.env, "replay", "--from-seq", str(start))
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    read = report["messages"] + report.get("dead_letters", 0) + report.get("undecodable", 0)
+    assert read == report["to_seq"] - start + 1, report
+    assert report["stored"] == 0 and report["duplicates"] >= batches * 1000, report
+
+
 def test_the_service_credentials_cannot_change_or_remove_an_event(service, tenant):
     """The API's and worker's login appends and reads; UPDATE, DELETE and TRUNCATE of events are
     refused, and so is dropping a partition. Retention's login may delete, not update."""
