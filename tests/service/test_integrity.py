@@ -33,6 +33,15 @@ def fill(service, tenant: Client, n: int) -> list[dict]:
     )
 
 
+def first_stream_seq(service, tenant: Client) -> int:
+    """The stream sequence of the tenant's first stored message: where its replay starts."""
+    return sql(
+        service.database_url,
+        "SELECT min(stream_seq) AS s FROM audit_logs WHERE tenant_id = $1",
+        tenant.tenant_id,
+    )[0]["s"]
+
+
 def test_verify_finds_a_row_changed_with_sql(service, tenant):
     rows = fill(service, tenant, 20)
     assert tenant.verify()["valid"]
@@ -392,11 +401,7 @@ def test_replay_catches_up_a_database_restored_from_an_older_backup(service, ten
         tenant.tenant_id,
         at_20[0]["hash"],
     )
-    first_seq = sql(
-        service.database_url,
-        "SELECT min(stream_seq) AS s FROM audit_logs WHERE tenant_id = $1",
-        tenant.tenant_id,
-    )[0]["s"]
+    first_seq = first_stream_seq(service, tenant)
     out = run_cli(service.env, "replay", "--from-seq", str(first_seq))
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -424,11 +429,7 @@ def test_replay_reads_every_message_of_a_stream_of_large_messages(service, tenan
         r = tenant.batch([ev(i, metadata={"pad": pad, "b": b}) for i in range(1000)], timeout=60)
         assert r.status_code == 202, r.text
     wait_stored(service, tenant.tenant_id, batches * 1000, timeout=600)
-    start = sql(
-        service.database_url,
-        "SELECT min(stream_seq) AS s FROM audit_logs WHERE tenant_id = $1",
-        tenant.tenant_id,
-    )[0]["s"]
+    start = first_stream_seq(service, tenant)
     out = run_cli(service.env, "replay", "--from-seq", str(start))
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
