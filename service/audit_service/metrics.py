@@ -40,6 +40,10 @@ worker_errors = Counter(
 worker_consuming = Gauge(
     "audit_worker_consuming", "1 while the worker is bound to its consumer", multiprocess_mode="max"
 )
+worker_redeliveries = Counter(
+    "audit_worker_redeliveries_total",
+    "Messages received again: delivered before and not acked (a crash, a failed store, a dropped fetch)",
+)
 dead_letters = Counter(
     "audit_worker_dead_letters_total", "Messages moved to the dead_letters table after their last attempt"
 )

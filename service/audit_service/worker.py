@@ -37,10 +37,11 @@ MAX_INFLIGHT = 2
 CONSUMER_CHECK_SECONDS = 5.0
 # How often the worker looks at the stream's fill (broker.trim_window).
 TRIM_CHECK_SECONDS = 5.0
-# A replay's fetch is bounded by size as well as by count. A message holds up to a batch of 1,000
-# events (about 500 KB): 500 of them would pass the NATS client's pending limit (256 MB), and what
-# the client drops is not delivered again until the consumer's ack wait has passed.
-REPLAY_FETCH_BYTES = 32 * 2**20
+# A fetch (the worker's and a replay's) is bounded by size as well as by count. A message holds up
+# to a batch of 1,000 events (about 500 KB): 500 of them would pass the NATS client's pending limit
+# (256 MB), and what the client drops is not delivered again until the consumer's ack wait has
+# passed. See next_fetch_size.
+FETCH_BYTES = 32 * 2**20
 # How long a replay waits for messages delivered and not acked (dropped) to come again.
 REPLAY_REDELIVERY_SECONDS = 300.0
 
@@ -56,6 +57,7 @@ class Worker:
         self.known_months: set[str] = set()
         self.totals: Counter[str] = Counter()
         self.max_deliveries = settings.worker_max_deliveries
+        self.fetch_size = 1  # first_fetch_size once connected, then next_fetch_size
 
     async def _connect(self) -> Any:
         """Bind to the durable consumer (made when missing); retried until the stream exists.
@@ -72,6 +74,7 @@ class Worker:
     async def _bind(self) -> Any:
         if self.nc is None:
             self.nc, self.js = await broker.connect(self.settings, "audit-worker")
+        self.fetch_size = first_fetch_size(self.settings.worker_batch_size, self.nc.max_payload)
         for problem in await broker.check_stream(self.js, self.settings):
             log.error("stream misconfigured", extra={"error": problem})
         await broker.ensure_consumer(self.js, self.settings)
@@ -124,6 +127,7 @@ class Worker:
         """Store a fetched set of messages in chunks; ack each chunk after its commit."""
         chunk: list[tuple[Any, list[store.Pending]]] = []
         size = 0
+        metrics.worker_redeliveries.inc(sum(1 for msg in msgs if (msg.metadata.num_delivered or 1) > 1))
         for msg in msgs:
             try:
                 events = broker.decode(msg.data, msg.subject, msg.metadata.sequence.stream)
@@ -252,7 +256,7 @@ class Worker:
                 last_trim = time.monotonic()
                 await self._trim()
             try:
-                msgs = await sub.fetch(self.settings.worker_batch_size, timeout=1.0)
+                msgs = await sub.fetch(self.fetch_size, timeout=1.0)
             except NatsTimeout:
                 if time.monotonic() - last_consumer_check > CONSUMER_CHECK_SECONDS:
                     sub = await self._rebind_if_gone(sub)
@@ -263,6 +267,7 @@ class Worker:
                 await asyncio.sleep(RETRY_DELAY)
                 sub = await self._rebind_if_gone(sub)
                 continue
+            self.fetch_size = next_fetch_size(self.settings.worker_batch_size, self.fetch_size, msgs)
             if len(inflight) >= MAX_INFLIGHT:
                 _, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
             task = asyncio.create_task(self.handle(msgs))
@@ -304,7 +309,7 @@ class Worker:
                 stream=self.settings.stream_name,
                 config=broker.replay_consumer_config(start),
             )
-            fetch = replay_fetch_size(self.settings.worker_batch_size, info.state.bytes, info.state.messages)
+            fetch = first_fetch_size(self.settings.worker_batch_size, self.nc.max_payload)
             seen = 0
             deadline: float | None = None
             while True:
@@ -313,6 +318,7 @@ class Worker:
                 except NatsTimeout:
                     msgs = []
                 if msgs:
+                    fetch = next_fetch_size(self.settings.worker_batch_size, fetch, msgs)
                     seen = max(seen, *(m.metadata.sequence.stream for m in msgs))
                     await self.handle(msgs)
                     log.info("replay progress", extra={"seq": seen, "last": last, **self.totals})
@@ -339,11 +345,18 @@ class Worker:
             await self.cache.close()
 
 
-def replay_fetch_size(batch_size: int, stream_bytes: int, stream_messages: int) -> int:
-    """Messages per replay fetch: at most WORKER_BATCH_SIZE, and about REPLAY_FETCH_BYTES of the
-    stream's average message."""
-    average = max(1, stream_bytes // max(1, stream_messages))
-    return max(1, min(batch_size, REPLAY_FETCH_BYTES // average))
+def first_fetch_size(batch_size: int, max_payload: int) -> int:
+    """Messages in the first fetch: as many of the largest message the broker takes as fit in
+    FETCH_BYTES (at most WORKER_BATCH_SIZE)."""
+    return max(1, min(batch_size, FETCH_BYTES // max(1, max_payload)))
+
+
+def next_fetch_size(batch_size: int, current: int, msgs: list[Any]) -> int:
+    """Messages in the next fetch: twice as many as this one (up to WORKER_BATCH_SIZE), but no
+    more of the largest message just fetched than fit in FETCH_BYTES. A backlog of large messages
+    (after a restart, or a stall) is then fetched a few at a time, small ones 500 at a time."""
+    largest = max((len(m.data) for m in msgs), default=0)
+    return max(1, min(batch_size, 2 * current, FETCH_BYTES // max(1, largest)))
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from audit_devtools.stack import Service, Stack
+from audit_devtools.stack import Service, Stack, free_port
 from conftest import Client, consumer_drained, sql, wait_for
 
 
@@ -110,6 +110,37 @@ def test_worker_killed_with_sigkill_mid_run(svc):
     assert sender.unexpected == []
     assert stored_at_kill < 6000  # the kill really happened mid-run
     assert_exactly_once(svc, tenant_id, sender.acked)
+
+
+def test_a_backlog_of_large_messages_is_stored_with_no_message_delivered_twice(own_stack):
+    """360 batches of 1,000 events with 600 bytes of metadata each (about 0.75 MB a message, 270 MB
+    in all) wait while the worker is stopped. Fetched 500 at a time (WORKER_BATCH_SIZE), they would
+    pass the NATS client's pending limit (256 MB): it drops the rest, which comes again after the
+    ack wait. The worker fetches by size as well, so each message is delivered once."""
+    port = free_port()
+    # The deployment's ack wait (the tests' 5 s could pass while a busy machine stores a fetch).
+    env = {"RATE_LIMIT_PER_MINUTE": "0", "WORKER_METRICS_PORT": str(port), "WORKER_ACK_WAIT_SECONDS": "30"}
+    svc = Service(own_stack, "audit_large_backlog", **env).start()
+    try:
+        tenant_id, key = svc.tenant("large")
+        client = Client(svc.url, key, tenant_id)
+        svc.workers[0].stop()
+        pad = "x" * 600
+        batches = 360
+        for b in range(batches):
+            events = [
+                {"actor": f"u{i}", "action": "fill", "metadata": {"pad": pad, "b": b}} for i in range(1000)
+            ]
+            r = client.batch(events, timeout=60)
+            assert r.status_code == 202, r.text
+        svc.workers[0].start()
+        wait_for(lambda: consumer_drained(svc), 600, interval=1, what="the worker to store the backlog")
+        metrics = httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text
+        assert "audit_worker_events_stored_total 360000.0" in metrics, metrics
+        assert "audit_worker_redeliveries_total 0.0" in metrics, metrics
+        assert sql(svc.database_url, "SELECT count(*) AS n FROM audit_logs")[0]["n"] == batches * 1000
+    finally:
+        svc.stop()
 
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])  # immediate: a crash, recovered from WAL
