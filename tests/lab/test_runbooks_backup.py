@@ -21,7 +21,7 @@ from support.ingest import (
     stored,
     tenant_key,
 )
-from support.runbooks import critical, wait_for, wait_healthy
+from support.runbooks import api_processes, critical, wait_for, wait_healthy
 
 pytestmark = pytest.mark.lab
 
@@ -29,6 +29,7 @@ BACKUP = "playbooks/runbooks/backup/backup.yml"
 RESTORE = "playbooks/runbooks/backup/restore.yml"
 POINT_IN_TIME = "playbooks/runbooks/recovery/point_in_time.yml"
 DATABASE = "playbooks/runbooks/recovery/database.yml"
+API_RECOVERY = "playbooks/runbooks/recovery/api.yml"
 PSQL = "runuser -u postgres -- psql -d audit_logs -tAc"
 REPO = "/var/lib/pgbackrest"
 PG_UNIT = "postgresql@17-main"  # db1 runs Debian 13
@@ -159,8 +160,48 @@ def test_point_in_time_restore_keeps_every_event_before_the_target_and_none_afte
     wait_healthy()
 
 
+def test_database_recovery_restores_a_cluster_that_will_not_start_and_catches_up_every_event_once(lab, stack):
+    tenant_id, key = tenant_key(lab)
+    take_backup(lab)
+    before = send(key, 40, "before-loss")
+    assert_stored_once(lab, tenant_id, before)
+    # The cluster will not start again: its control file is gone (kept aside to heal a failed test).
+    control = sql(lab, "SHOW data_directory") + "/global/pg_control"
+    lab.exec("db1", f"systemctl stop {PG_UNIT} && mv {control} /var/tmp/pg_control")
+    try:
+        during = send(key, 30, "during-loss")  # acknowledged: the API only publishes to the stream
+        found = lab.runbook(DATABASE)
+        assert not found.ok and "restore_confirm=true" in found.output, found.describe()
+        (down,) = critical(found, check="readiness")
+        assert down["variable"] == "database_restart", down
+        assert lab.exec("app1", "systemctl is-active audit-worker").stdout.strip() == "active"
+        fixed = lab.runbook(DATABASE, extra_vars={"database_restart": True, "restore_confirm": True})
+    finally:
+        if lab.exec("db1", f"systemctl is-active {PG_UNIT}", check=False).stdout.strip() != "active":
+            lab.exec("db1", f"mv /var/tmp/pg_control {control}; systemctl start {PG_UNIT}", check=False)
+        lab.exec("db1", "rm -f /var/tmp/pg_control")
+    assert fixed.ok, fixed.describe()
+    still = [f for f in critical(fixed, check="readiness") if "still does not answer" in f["summary"]]
+    assert still, fixed.describe()
+    # The restore brings back what was stored before the loss (the rest of pg_wal's last segment
+    # may be lost with the cluster); the events acknowledged during the loss were never stored.
+    name = sql(lab, f"SELECT name FROM tenants WHERE id = '{tenant_id}'")
+    restored = fixed.findings(check="restored")[0]["evidence"]["tenants"]
+    assert next(t["events"] for t in restored if t["name"] == name) <= len(before), restored
+    # The workers store what they had not (their consumer kept it), the catch-up what the restore
+    # lost: it reads the stream to its end and finds every event stored.
+    replay = fixed.findings(check="stream_replay")[0]["evidence"]
+    assert replay["stored"] + replay["duplicates"] >= len(before + during), fixed.describe()
+    assert fixed.findings(check="chain_verify", severity="info"), fixed.describe()
+    assert_stored_once(lab, tenant_id, before + during, timeout=30)
+    again = lab.runbook(DATABASE)
+    assert again.ok and again.changed == 0 and not critical(again), again.describe()
+    assert "nothing to restore" in again.findings(check="restore")[0]["summary"], again.describe()
+    wait_healthy()
+
+
 def test_api_recovery_restarts_only_the_hung_api_then_restarts_all_in_turn_while_ingest_answers(lab, stack):
-    runbook = "playbooks/runbooks/recovery/api.yml"
+    runbook = API_RECOVERY
     tenant_id, key = tenant_key(lab)
     before = service_invocations(lab, APP_HOSTS, ("audit-api",))
     # app1's API hung: its processes stopped (SIGSTOP), the unit still active, /health unanswered.
@@ -195,6 +236,34 @@ def test_api_recovery_restarts_only_the_hung_api_then_restarts_all_in_turn_while
     assert_stored_once(lab, tenant_id, sender.acked)
     again = lab.runbook(runbook)
     assert again.ok and again.changed == 0 and not critical(again), again.describe()
+
+
+@pytest.mark.leaves_lab_changed
+def test_api_scale_runs_three_api_processes_per_api_host_restarted_in_turn_while_ingest_answers(lab, stack):
+    refused = lab.runbook(API_RECOVERY, extra_vars={"api_scale": True})
+    assert not refused.ok and "audit_api_workers=N" in refused.output, refused.describe()
+    tenant_id, key = tenant_key(lab)
+    assert [api_processes(lab, host) for host in APP_HOSTS] == [2, 2]  # the audit_service role's default
+    before = service_invocations(lab, APP_HOSTS, ("audit-api",))
+    sender = Sender(key)
+    sender.start()
+    try:
+        wait_for(lambda: len(sender.acked) >= 10, 30, f"ingest to start ({sender.failures[:3]})")
+        scaled = lab.runbook(
+            API_RECOVERY, limit="audit_api:localhost", extra_vars={"api_scale": True, "audit_api_workers": 3}
+        )
+    finally:
+        sender.stopped.set()
+        sender.join(30)
+    assert scaled.ok and scaled.changed > 0, scaled.describe()
+    assert sender.failures == [], sender.failures[:10]
+    assert_restarted_in_turn(lab, before)
+    for host in APP_HOSTS:
+        wait_for(lambda h=host: api_processes(lab, h) == 3, 60, f"three API processes on {host}")
+    assert_stored_once(lab, tenant_id, sender.acked)
+    again = lab.runbook(API_RECOVERY)
+    assert again.ok and again.changed == 0 and not critical(again), again.describe()
+    # The scale stays (the test runs among the last, leaves_lab_changed): no converge back.
 
 
 def test_tenant_recovery_brings_back_one_tenants_deleted_events_once_and_leaves_another_tenant_alone(

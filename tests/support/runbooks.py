@@ -38,6 +38,11 @@ def critical(run: lablib.RunbookResult, **match) -> list[dict]:
     return run.findings(severity="critical", **match)
 
 
+def api_processes(lab: lablib.Lab, host: str) -> int:
+    """uvicorn's worker processes on the host (multiprocessing's spawn), one per API_WORKERS."""
+    return int(lab.exec(host, "pgrep -fc '[m]ultiprocessing.spawn'", check=False).stdout.strip() or 0)
+
+
 def wait_active(lab: lablib.Lab, host: str, unit: str, timeout: float = 60) -> None:
     """Wait until systemd says the unit is active (a restart may pass through activating)."""
     deadline = time.monotonic() + timeout
