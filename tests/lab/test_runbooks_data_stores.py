@@ -74,6 +74,7 @@ def test_redis_connections_name_the_holder_of_every_slot_and_a_stopped_redis_and
     assert critical(again) == [], again.describe()
 
 
+@pytest.mark.leaves_lab_changed
 def test_redis_memory_reports_foreign_keys_clears_only_the_service_cache_and_applies_maxmemory(lab, stack):
     # 110,000 keys of someone else's, 1 KiB each (about 2 KiB each in Redis): about 88 % of the lab's 256 MB.
     fill = (
@@ -111,14 +112,12 @@ def test_redis_memory_reports_foreign_keys_clears_only_the_service_cache_and_app
         assert applied.findings(host="mq1", check="settings_applied"), applied.describe()
     finally:
         on_mq1(lab, f"{REDIS} --scan --pattern 'foreign:*' | xargs -r -n 1000 {REDIS} UNLINK > /dev/null")
-    back = lab.playbook("playbooks/site.yml", limit="audit_cache:localhost")
-    assert back.ok, back.describe()
-    assert on_mq1(lab, f"{REDIS} CONFIG GET maxmemory").stdout.split()[-1] == str(256 * 2**20)
     wait_healthy()
     again = assert_changes_nothing(
         lab, "playbooks/runbooks/redis/memory.yml", extra_vars={"redis_clear_cache": True}
     )
     assert critical(again) == [], again.describe()
+    # maxmemory stays (the test runs among the last, leaves_lab_changed): no converge back.
 
 
 def stored(lab, tenant_id: str) -> int:
