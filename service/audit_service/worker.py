@@ -312,11 +312,16 @@ class Worker:
             fetch = first_fetch_size(self.settings.worker_batch_size, self.nc.max_payload)
             seen = 0
             deadline: float | None = None
+            failing_since: float | None = None
             while True:
                 try:
                     msgs = await sub.fetch(fetch, timeout=2.0)
                 except NatsTimeout:
                     msgs = []
+                except (NatsError, OSError, TimeoutError) as exc:
+                    failing_since = await _broker_unavailable(exc, failing_since)
+                    continue
+                failing_since = None
                 if msgs:
                     fetch = next_fetch_size(self.settings.worker_batch_size, fetch, msgs)
                     seen = max(seen, *(m.metadata.sequence.stream for m in msgs))
@@ -328,7 +333,11 @@ class Worker:
                 # and never handled (the client dropped it) is still pending an ack: it comes again
                 # after the ack wait. Nothing pending below `last` when seen < last: the stream's
                 # limits removed the rest.
-                consumer = await sub.consumer_info()
+                try:
+                    consumer = await sub.consumer_info()
+                except (NatsError, OSError, TimeoutError) as exc:
+                    failing_since = await _broker_unavailable(exc, failing_since)
+                    continue
                 if consumer.num_ack_pending == 0 and (seen >= last or consumer.num_pending == 0):
                     break
                 deadline = deadline or time.monotonic() + REPLAY_REDELIVERY_SECONDS
@@ -343,6 +352,19 @@ class Worker:
             await _quiet(self.nc.close())
             await self.pool.close()
             await self.cache.close()
+
+
+async def _broker_unavailable(exc: Exception, since: float | None) -> float:
+    """A replay's request to the broker failed: the connection dropped (the client reconnects on
+    its own, and the replay's consumer outlives 60 s without it) or the consumer's leader was being
+    elected. Waits and returns when the failures began; raises after REPLAY_REDELIVERY_SECONDS."""
+    since = since or time.monotonic()
+    if time.monotonic() - since > REPLAY_REDELIVERY_SECONDS:
+        failing = f"{REPLAY_REDELIVERY_SECONDS:.0f} s"
+        raise RuntimeError(f"replay: the broker has not answered for {failing}") from exc
+    log.warning("replay: broker request failed; trying again", extra={"error": describe(exc)})
+    await asyncio.sleep(RETRY_DELAY)
+    return since
 
 
 def first_fetch_size(batch_size: int, max_payload: int) -> int:
