@@ -650,14 +650,42 @@ def test_host_units_failed_inactive_or_missing_are_critical():
 
 
 def test_a_crash_looping_unit_caught_in_one_of_its_short_runs_is_critical():
+    # systemd resets Result to success when a run starts: the restarts climbing during the
+    # sample are what tell of the loop.
     running = {"exists": True, "active": True, "active_state": "active", "sub_state": "running"}
     units = {
-        "audit-worker.service": {**running, "component": "worker", "n_restarts": 7, "result": "exit-code"},
-        "audit-api.service": {**running, "component": "api", "n_restarts": 0, "result": "success"},
+        "audit-worker.service": {
+            **running,
+            "component": "worker",
+            "n_restarts": 2,
+            "result": "success",
+            "restarts_in_sample": 1,
+        },
+        "audit-api.service": {
+            **running,
+            "component": "api",
+            "n_restarts": 0,
+            "result": "success",
+            "restarts_in_sample": 0,
+        },
     }
     (f,) = host_facts.host_findings(_facts(units=units))
     assert f["severity"] == "critical" and f["component"] == "worker" and f["check"] == "unit_state"
-    assert f["summary"] == "audit-worker.service is active (running) restarts=7"
+    assert f["summary"] == "audit-worker.service is active (running) restarts=2"
+
+
+def test_a_unit_that_restarted_in_the_past_and_now_runs_steadily_is_no_finding():
+    running = {"exists": True, "active": True, "active_state": "active", "sub_state": "running"}
+    units = {
+        "audit-worker.service": {
+            **running,
+            "component": "worker",
+            "n_restarts": 4,
+            "result": "success",
+            "restarts_in_sample": 0,
+        }
+    }
+    assert host_facts.host_findings(_facts(units=units)) == []
 
 
 def test_a_foreign_top_consumer_is_named_and_the_stack_own_are_not():

@@ -191,7 +191,8 @@ processes:
 units:
   description:
     - Per unit, its C(component), C(load_state), C(active_state), C(sub_state), C(main_pid),
-      C(memory_current) (bytes), C(n_restarts), C(exec_main_status), C(result).
+      C(memory_current) (bytes), C(n_restarts), C(exec_main_status), C(result), and
+      C(restarts_in_sample): how many times systemd restarted it during the sample.
     - C(available=false) and C(error) when systemd cannot be asked.
   returned: always
   type: dict
@@ -350,8 +351,11 @@ def host_findings(facts, thresholds=None):
                         evidence=state,
                     )
                 )
-            # A crash-looping unit may be caught in one of its short runs: active, after restarts.
-            elif (not state.get("active") or comp.is_crash_looping(state)) and unit not in comp.ONESHOT_UNITS:
+            # A crash-looping unit may be caught in one of its short runs: active, its Result reset
+            # to success by the start; only its restarts, climbing during the sample, tell.
+            elif (
+                not state.get("active") or state.get("restarts_in_sample") or comp.is_crash_looping(state)
+            ) and unit not in comp.ONESHOT_UNITS:
                 out.append(
                     finding(
                         "critical",
@@ -488,6 +492,8 @@ def gather(module_params, run, sample_seconds, top_n, exclude_types, exclude_mou
             disks = {}
         return time.monotonic(), cpu, disks, procfs.processes()
 
+    backend = comp.SystemdBackend(run)
+    units_before = read_units(backend, module_params.get("units"))
     t0, cpu0, io0, procs0 = snapshot()
     time.sleep(max(sample_seconds, 0.05))
     t1, cpu1, io1, procs1 = snapshot()
@@ -529,8 +535,11 @@ def gather(module_params, run, sample_seconds, top_n, exclude_types, exclude_mou
         row["stack"] = comp.is_stack_unit(row.get("unit"))
     facts["processes"] = {"by_cpu": by_cpu, "by_memory": by_mem, "by_io": by_io}
 
-    backend = comp.SystemdBackend(run)
     facts["units"] = read_units(backend, module_params.get("units"))
+    for name, state in facts["units"].items():
+        if isinstance(state, dict) and isinstance(units_before.get(name), dict):
+            before = units_before[name].get("n_restarts") or 0
+            state["restarts_in_sample"] = max((state.get("n_restarts") or 0) - before, 0)
     return facts
 
 
