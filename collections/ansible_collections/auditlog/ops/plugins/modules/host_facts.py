@@ -192,7 +192,7 @@ units:
   description:
     - Per unit, its C(component), C(load_state), C(active_state), C(sub_state), C(main_pid),
       C(memory_current) (bytes), C(n_restarts), C(exec_main_status), C(result), and
-      C(restarts_in_sample): how many times systemd restarted it during the sample.
+      C(restarts_in_sample), how many times systemd restarted it during the sample.
     - C(available=false) and C(error) when systemd cannot be asked.
   returned: always
   type: dict
