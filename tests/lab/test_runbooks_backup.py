@@ -17,6 +17,7 @@ from support.ingest import (
     Sender,
     assert_restarted_in_turn,
     assert_stored_once,
+    key_mirrored,
     service_invocations,
     stored,
     tenant_key,
@@ -165,6 +166,8 @@ def test_database_recovery_restores_a_cluster_that_will_not_start_and_catches_up
     take_backup(lab)
     before = send(key, 40, "before-loss")
     assert_stored_once(lab, tenant_id, before)
+    # Every API process can take the new key from the mirror once PostgreSQL is down.
+    wait_for(lambda: key_mirrored(lab, key), 30, "the new key in the API's Redis mirror")
     # The cluster will not start again: its control file is gone (kept aside to heal a failed test).
     control = sql(lab, "SHOW data_directory") + "/global/pg_control"
     lab.exec("db1", f"systemctl stop {PG_UNIT} && mv {control} /var/tmp/pg_control")

@@ -338,6 +338,73 @@ def test_ingest_needs_no_database_for_known_keys(own_stack):
         svc.stop()
 
 
+def test_a_key_made_since_an_api_processs_last_refresh_is_taken_from_the_redis_mirror_during_an_outage(
+    own_stack,
+):
+    """Two API processes of one deployment; one refreshes its key snapshot rarely (it has not
+    seen a new key), the other often (it mirrors the key to Redis). While PostgreSQL is down the
+    first accepts the new key from the mirror, and still refuses a key the mirror does not hold;
+    every accepted event is stored after."""
+    import hashlib
+
+    import redis
+    from audit_devtools.stack import ServiceProcess, run_cli
+
+    svc = Service(
+        own_stack, "audit_mirror_fallback", RATE_LIMIT_PER_MINUTE="0", API_KEY_REFRESH_SECONDS="3600"
+    )
+    svc.migrate()
+    svc.ensure_stream()
+    svc.start_processes()  # its one refresh is done: the key below is new to it
+    fresh_port = free_port()
+    fresh = ServiceProcess(
+        ["api"],
+        {**svc.api_env, "API_PORT": str(fresh_port), "API_KEY_REFRESH_SECONDS": "0.5"},
+        svc.logdir / "api-fresh.log",
+    )
+    try:
+        tenant_id = json.loads(run_cli(svc.env, "create-tenant", "mirrored").stdout)["tenant_id"]
+        key = json.loads(run_cli(svc.env, "create-api-key", "mirrored").stdout)["api_key"]
+        fresh.start()
+        mirror = redis.Redis.from_url(own_stack.redis.admin_url)
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        wait_for(
+            lambda: digest.encode() in (mirror.get("audit:keys:audit_mirror_fallback") or b""),
+            30,
+            what="the new key mirrored to Redis by the often-refreshing process",
+        )
+        own_stack.pg.stop()
+        try:
+            wait_for(
+                lambda: httpx.get(f"{svc.url}/api/v1/metrics/health", timeout=10).status_code == 503,
+                30,
+                what="the API to see the outage",
+            )
+            acked = []
+            for i in range(5):
+                r = httpx.post(
+                    f"{svc.url}/api/v1/audit/logs",
+                    json={"actor": f"a{i}", "action": "mirrored"},
+                    headers={"X-API-Key": key},
+                    timeout=30,
+                )
+                assert r.status_code == 202, r.text
+                acked.append(r.json()["id"])
+            unknown = httpx.post(
+                f"{svc.url}/api/v1/audit/logs",
+                json={"actor": "a", "action": "x"},
+                headers={"X-API-Key": "alk_never_made"},
+                timeout=30,
+            )
+            assert unknown.status_code == 503, unknown.text  # unknown here and in the mirror: not accepted
+        finally:
+            own_stack.pg.start()
+        assert_exactly_once(svc, tenant_id, acked)
+    finally:
+        fresh.stop()
+        svc.stop()
+
+
 def _alive(svc: Service) -> bool:
     try:
         return httpx.get(f"{svc.url}/health", timeout=2).status_code == 200

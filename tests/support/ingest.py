@@ -53,6 +53,23 @@ def tenant_key(lab) -> tuple[str, str]:
     return tenant["tenant_id"], key
 
 
+def key_mirrored(lab, key: str) -> bool:
+    """Is the API key in the API's Redis mirror of its key snapshot (on mq1)? Every API process
+    writes it at each refresh; while PostgreSQL is down a process that has not seen the key since
+    it was made takes it from there."""
+    import hashlib
+
+    import yaml
+
+    password = yaml.safe_load(lablib.LAB_SECRETS.read_text())["audit_redis_admin_password"]
+    mirror = lab.exec(
+        "mq1",
+        f"REDISCLI_AUTH={password} redis-cli --no-auth-warning --user audit-admin -h 127.0.0.1"
+        " --tls --cacert /etc/redis/tls/ca.crt GET audit:keys:audit_logs",
+    ).stdout
+    return hashlib.sha256(key.encode()).hexdigest() in mirror
+
+
 def stored(lab, tenant_id: str) -> list[str]:
     """The ids of the tenant's stored events, as PostgreSQL has them (duplicates kept)."""
     sql = f"SELECT event_id FROM audit_logs WHERE tenant_id = '{tenant_id}'"  # noqa: S608 (our UUID)

@@ -144,7 +144,16 @@ class State:
         now = time.monotonic()
         if self._misses.get(digest, 0.0) > now:
             return None
-        found = await store.live_key(self.pool, digest)
+        try:
+            found = await store.live_key(self.pool, digest)
+        except DB_UNAVAILABLE:
+            # PostgreSQL is away: a key made since this process's last refresh is still known if
+            # another process refreshed since and mirrored it to Redis.
+            found = await self.mirrored_key(digest)
+            if found is None:
+                raise
+            self.keys.add(digest, found)
+            return found
         if found is None:
             if len(self._misses) >= KEY_CACHE_MAX:
                 self._misses.clear()
@@ -152,6 +161,11 @@ class State:
         else:
             self.keys.add(digest, found)
         return found
+
+    async def mirrored_key(self, digest: str) -> store.LiveKey | None:
+        """A live key from the Redis mirror of the key snapshot, or None (not there, no mirror)."""
+        mirrored = await self.cache.mirrored_keys()
+        return mirrored[0].get(digest) if mirrored else None
 
     def is_admin_key(self, key: str | None) -> bool:
         return bool(key and self.admin_hash and hmac.compare_digest(store.hash_key(key), self.admin_hash))
