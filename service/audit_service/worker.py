@@ -321,8 +321,9 @@ class Worker:
                 except (NatsError, OSError, TimeoutError) as exc:
                     failing_since = await _broker_unavailable(exc, failing_since)
                     continue
-                failing_since = None
                 if msgs:
+                    # The broker answers (a fetch that only timed out proves nothing of it).
+                    failing_since = None
                     fetch = next_fetch_size(self.settings.worker_batch_size, fetch, msgs)
                     seen = max(seen, *(m.metadata.sequence.stream for m in msgs))
                     await self.handle(msgs)
@@ -338,6 +339,7 @@ class Worker:
                 except (NatsError, OSError, TimeoutError) as exc:
                     failing_since = await _broker_unavailable(exc, failing_since)
                     continue
+                failing_since = None
                 if consumer.num_ack_pending == 0 and (seen >= last or consumer.num_pending == 0):
                     break
                 deadline = deadline or time.monotonic() + REPLAY_REDELIVERY_SECONDS
