@@ -264,13 +264,25 @@ def test_a_full_stream_refuses_with_retry_after_and_trims_only_stored_events(own
         svc.stop()
 
 
+def wait_key_mirrored(stack: Stack, database: str, key: str) -> None:
+    """Until the API's Redis mirror of its key snapshot (for the service on `database`) holds the key."""
+    import hashlib
+
+    import redis
+
+    mirror = redis.Redis.from_url(stack.redis.admin_url)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    wait_for(
+        lambda: digest.encode() in (mirror.get(f"audit:keys:{database}") or b""),
+        30,
+        what=f"the key mirrored to Redis (audit:keys:{database})",
+    )
+
+
 def test_ingest_needs_no_database_for_known_keys(own_stack):
     """A database outage many key refreshes long, with two API processes, one of them started
     during the outage: known tenant and admin keys are still accepted, from the key snapshot
     (the restarted processes take it from its Redis mirror), and every event is stored after."""
-    import hashlib
-
-    import redis
     from audit_devtools.stack import run_cli
 
     svc = Service(
@@ -286,13 +298,7 @@ def test_ingest_needs_no_database_for_known_keys(own_stack):
     key = json.loads(run_cli(svc.env, "create-api-key", "nodb").stdout)["api_key"]
     svc.start_processes()
     try:
-        mirror = redis.Redis.from_url(own_stack.redis.admin_url)
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        wait_for(
-            lambda: digest.encode() in (mirror.get("audit:keys:audit_no_db_ingest") or b""),
-            30,
-            what="the key snapshot mirrored to Redis",
-        )
+        wait_key_mirrored(own_stack, "audit_no_db_ingest", key)
         acked: list[str] = []
 
         def post_fresh(headers: dict, params: dict | None = None) -> None:
@@ -345,9 +351,6 @@ def test_a_key_made_since_an_api_processs_last_refresh_is_taken_from_the_redis_m
     seen a new key), the other often (it mirrors the key to Redis). While PostgreSQL is down the
     first accepts the new key from the mirror, and still refuses a key the mirror does not hold;
     every accepted event is stored after."""
-    import hashlib
-
-    import redis
     from audit_devtools.stack import ServiceProcess, run_cli
 
     svc = Service(
@@ -366,13 +369,7 @@ def test_a_key_made_since_an_api_processs_last_refresh_is_taken_from_the_redis_m
         tenant_id = json.loads(run_cli(svc.env, "create-tenant", "mirrored").stdout)["tenant_id"]
         key = json.loads(run_cli(svc.env, "create-api-key", "mirrored").stdout)["api_key"]
         fresh.start()
-        mirror = redis.Redis.from_url(own_stack.redis.admin_url)
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        wait_for(
-            lambda: digest.encode() in (mirror.get("audit:keys:audit_mirror_fallback") or b""),
-            30,
-            what="the new key mirrored to Redis by the often-refreshing process",
-        )
+        wait_key_mirrored(own_stack, "audit_mirror_fallback", key)  # by the often-refreshing process
         own_stack.pg.stop()
         try:
             wait_for(
