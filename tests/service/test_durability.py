@@ -5,6 +5,7 @@ These tests stop and kill real servers, so they run on a stack of their own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -264,6 +265,21 @@ def test_a_full_stream_refuses_with_retry_after_and_trims_only_stored_events(own
         svc.stop()
 
 
+@contextlib.contextmanager
+def database_down(stack: Stack, svc: Service) -> Iterator[None]:
+    """PostgreSQL stopped (and the service's API seeing the outage) for the block; started after."""
+    stack.pg.stop()
+    try:
+        wait_for(
+            lambda: httpx.get(f"{svc.url}/api/v1/metrics/health", timeout=10).status_code == 503,
+            30,
+            what="the API to see the outage",
+        )
+        yield
+    finally:
+        stack.pg.start()
+
+
 def wait_key_mirrored(stack: Stack, database: str, key: str) -> None:
     """Until the API's Redis mirror of its key snapshot (for the service on `database`) holds the key."""
     import hashlib
@@ -313,13 +329,7 @@ def test_ingest_needs_no_database_for_known_keys(own_stack):
             assert r.status_code == 202, r.text
             acked.append(r.json()["id"])
 
-        own_stack.pg.stop()
-        try:
-            wait_for(
-                lambda: httpx.get(f"{svc.url}/api/v1/metrics/health", timeout=10).status_code == 503,
-                30,
-                what="the API to see the outage",
-            )
+        with database_down(own_stack, svc):
             deadline = time.monotonic() + 6  # a dozen key refreshes
             while time.monotonic() < deadline:
                 post_fresh({"X-API-Key": key})
@@ -337,8 +347,6 @@ def test_ingest_needs_no_database_for_known_keys(own_stack):
                 timeout=30,
             )
             assert unknown.status_code in (401, 503), unknown.text  # never accepted
-        finally:
-            own_stack.pg.start()
         assert_exactly_once(svc, tenant_id, acked)
     finally:
         svc.stop()
@@ -370,13 +378,7 @@ def test_a_key_made_since_an_api_processs_last_refresh_is_taken_from_the_redis_m
         key = json.loads(run_cli(svc.env, "create-api-key", "mirrored").stdout)["api_key"]
         fresh.start()
         wait_key_mirrored(own_stack, "audit_mirror_fallback", key)  # by the often-refreshing process
-        own_stack.pg.stop()
-        try:
-            wait_for(
-                lambda: httpx.get(f"{svc.url}/api/v1/metrics/health", timeout=10).status_code == 503,
-                30,
-                what="the API to see the outage",
-            )
+        with database_down(own_stack, svc):
             acked = []
             for i in range(5):
                 r = httpx.post(
@@ -394,8 +396,6 @@ def test_a_key_made_since_an_api_processs_last_refresh_is_taken_from_the_redis_m
                 timeout=30,
             )
             assert unknown.status_code == 503, unknown.text  # unknown here and in the mirror: not accepted
-        finally:
-            own_stack.pg.start()
         assert_exactly_once(svc, tenant_id, acked)
     finally:
         fresh.stop()
