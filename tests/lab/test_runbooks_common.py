@@ -16,20 +16,9 @@ from support.ingest import (
     service_invocations,
     tenant_key,
 )
-from support.runbooks import assert_changes_nothing, critical, wait_active, wait_healthy
+from support.runbooks import assert_changes_nothing, critical, redis_cli, wait_active, wait_healthy
 
 pytestmark = pytest.mark.lab
-
-
-def redis_cli(lab) -> str:
-    """redis-cli on mq1 as the admin user, over TLS (the password from the lab's secrets file)."""
-    import yaml
-
-    password = yaml.safe_load(lablib.LAB_SECRETS.read_text())["audit_redis_admin_password"]
-    return (
-        f"REDISCLI_AUTH={password} redis-cli --no-auth-warning --user audit-admin -h 127.0.0.1"
-        " --tls --cacert /etc/redis/tls/ca.crt"
-    )
 
 
 def test_services_wont_start_ends_a_foreign_process_on_the_api_port_only_when_asked(lab, stack):

@@ -59,14 +59,9 @@ def key_mirrored(lab, key: str) -> bool:
     it was made takes it from there."""
     import hashlib
 
-    import yaml
+    from support.runbooks import redis_cli
 
-    password = yaml.safe_load(lablib.LAB_SECRETS.read_text())["audit_redis_admin_password"]
-    mirror = lab.exec(
-        "mq1",
-        f"REDISCLI_AUTH={password} redis-cli --no-auth-warning --user audit-admin -h 127.0.0.1"
-        " --tls --cacert /etc/redis/tls/ca.crt GET audit:keys:audit_logs",
-    ).stdout
+    mirror = lab.exec("mq1", f"{redis_cli(lab)} GET audit:keys:audit_logs").stdout
     return hashlib.sha256(key.encode()).hexdigest() in mirror
 
 

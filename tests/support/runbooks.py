@@ -63,3 +63,14 @@ def wait_for(predicate, timeout: float, what: str):
             return value
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def redis_cli(lab) -> str:
+    """redis-cli on mq1 as the admin user, over TLS (the password from the lab's secrets file)."""
+    import yaml
+
+    password = yaml.safe_load(lablib.LAB_SECRETS.read_text())["audit_redis_admin_password"]
+    return (
+        f"REDISCLI_AUTH={password} redis-cli --no-auth-warning --user audit-admin -h 127.0.0.1"
+        " --tls --cacert /etc/redis/tls/ca.crt"
+    )
