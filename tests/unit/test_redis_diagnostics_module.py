@@ -271,6 +271,8 @@ def test_thresholds_to_findings():
             "Redis at 127.0.0.1:6379: TLS handshake failed: [SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred",
             "clients",
         ),
+        ("Redis at 127.0.0.1:6379: TLS handshake failed: [Errno 104] Connection reset by peer", "clients"),
+        ("Redis at 127.0.0.1:6379: TLS handshake failed: [Errno 32] Broken pipe", "clients"),
         ("Redis at 127.0.0.1:6379: TLS handshake failed: certificate verify failed", "reachable"),
     ],
 )

@@ -183,6 +183,10 @@ from ansible_collections.auditlog.ops.plugins.module_utils.redis_api import (  #
 COMPONENT = "redis"
 
 
+# How a TLS handshake ends when the server closes the connection in it.
+HANDSHAKE_CUT = ("EOF", "Connection reset by peer", "Broken pipe")
+
+
 def argument_spec():
     spec = redis_common_argument_spec()
     spec.update(
@@ -276,9 +280,9 @@ def diagnose(facts, params):
         error = facts.get("error") or ""
         if "max number of clients" in error:
             check, what = "clients", "rejects connections: all maxclients slots are taken"
-        elif "TLS handshake failed" in error and "EOF" in error:
+        elif "TLS handshake failed" in error and any(cut in error for cut in HANDSHAKE_CUT):
             # Redis has no way to say "max number of clients" to a TLS client it has no slot for:
-            # it closes the connection in the handshake.
+            # it closes the connection in the handshake (a reset when the client's hello was unread).
             check, what = (
                 "clients",
                 "closes connections in the TLS handshake: all maxclients slots are probably taken",
