@@ -30,7 +30,7 @@ def on_mq1(lab, command: str, **kwargs):
     return lab.exec("mq1", f"export REDISCLI_AUTH={password}; {command}", **kwargs)
 
 
-def test_redis_connections_name_the_holder_of_every_slot_and_a_stopped_redis_and_restart_only_when_asked(
+def test_redis_connections_name_the_slots_holder_a_hung_and_a_stopped_redis_and_restart_only_when_asked(
     lab, stack
 ):
     on_mq1(lab, f"{REDIS} CONFIG SET maxclients 20")
@@ -53,6 +53,25 @@ def test_redis_connections_name_the_holder_of_every_slot_and_a_stopped_redis_and
         assert on_mq1(lab, f"{REDIS} CONFIG GET maxclients").stdout.split()[-1] == "10000"
     finally:
         lab.exec("app1", "pkill -f /root/hold.py", check=False)
+    wait_healthy()
+
+    # A Redis that runs but answers nothing: its process frozen.
+    lab.exec("mq1", "systemctl kill --signal=SIGSTOP redis-server")
+    try:
+        hung = lab.runbook("playbooks/runbooks/redis/connections.yml")
+        assert hung.ok and hung.changed == 0, hung.describe()
+        assert critical(hung, host="mq1", check="reachable"), hung.describe()
+        (told,) = critical(hung, host="mq1", check="connection_holders")
+        assert told["variable"] == "redis_restart" and told["remediation"] is None, told
+        restarted = lab.runbook(
+            "playbooks/runbooks/redis/connections.yml", extra_vars={"redis_restart": True}
+        )
+        assert restarted.ok and restarted.changed > 0, restarted.describe()
+        (mended,) = critical(restarted, host="mq1", check="connection_holders")
+        assert mended["remediation"].startswith("Redis restarted"), mended
+        assert on_mq1(lab, f"{REDIS} PING").stdout.strip() == "PONG"
+    finally:
+        lab.exec("mq1", "systemctl kill --signal=SIGCONT redis-server", check=False)
     wait_healthy()
 
     lab.exec("mq1", "systemctl stop redis-server")
